@@ -1,0 +1,67 @@
+# Kyara: `make run` starts the platform, `make test` runs the whole suite. Both are idempotent and
+# need nothing installed by hand beyond Python 3.11+ (and, for browser tests, Debian's chromium,
+# which `make test` installs when it can).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run serve test test-fast test-scale install install-dev migrate admin worker bench lint clean help
+
+help:
+	@echo "make run        install, migrate, ensure an admin, start web server + qcluster worker"
+	@echo "make serve      the same with gunicorn (production-grade) instead of the dev server"
+	@echo "make test       install dev requirements and run the whole suite (SQLite, then PostgreSQL+Redis)"
+	@echo "make bench      run the speed scripts in bench/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip wheel >/dev/null
+
+$(VENV)/.run-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements-dev.txt
+	touch $(VENV)/.run-installed $@
+
+install: $(VENV)/.run-installed
+install-dev: $(VENV)/.dev-installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+admin: migrate
+	$(BIN)/python manage.py ensure_admin --url http://$(HOST):$(PORT)/admin/
+
+run: admin
+	HOST=$(HOST) PORT=$(PORT) SERVER=dev bash scripts/run.sh
+
+serve: admin
+	HOST=$(HOST) PORT=$(PORT) SERVER=gunicorn bash scripts/run.sh
+
+worker: install
+	$(BIN)/python manage.py qcluster
+
+test: install-dev
+	bash scripts/ensure_chromium.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/test_scale.sh $(PYTEST_ARGS)
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)
+
+test-scale: install-dev
+	bash scripts/test_scale.sh $(PYTEST_ARGS)
+
+bench: install-dev
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+lint: install-dev
+	$(BIN)/ruff check apps config tests bench
+
+clean:
+	rm -rf var/test .pytest_cache

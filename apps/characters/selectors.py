@@ -1,0 +1,110 @@
+"""Reads that need more than one query or some care: near-duplicates, stats, the latest version."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+
+from .models import Character, DatasetItem, DatasetVersion, Image
+from .phash import band_probes, hamming
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    image_id: int
+    distance: int
+    dup_group: int | None
+
+
+def near_duplicates_of_hash(
+    phash: int, *, max_distance: int | None = None, exclude_id: int | None = None
+) -> list[NearDuplicate]:
+    """Stored images whose pHash lies within ``max_distance`` of ``phash``, nearest first.
+
+    The database finds candidates through the indexed band columns (see ``phash.py``); only those
+    candidates' hashes are compared here.
+    """
+    if max_distance is None:
+        max_distance = settings.KYARA_NEAR_DUPLICATE_DISTANCE
+    probes = band_probes(phash, max_distance)
+    condition = Q()
+    for index, values in enumerate(probes):
+        condition |= Q(**{f"phash_b{index}__in": values})
+    candidates = Image.objects.filter(condition).values_list("id", "phash", "dup_group")
+    found = []
+    for image_id, other, group in candidates:
+        if image_id == exclude_id:
+            continue
+        distance = hamming(phash, other)
+        if distance <= max_distance:
+            found.append(NearDuplicate(image_id, distance, group))
+    found.sort(key=lambda nd: (nd.distance, nd.image_id))
+    return found
+
+
+def near_duplicates_of(image: Image, *, max_distance: int | None = None) -> QuerySet[Image]:
+    """The images near-identical to ``image`` (itself excluded), nearest first is left to the caller."""
+    ids = [nd.image_id for nd in near_duplicates_of_hash(image.phash, max_distance=max_distance, exclude_id=image.pk)]
+    return Image.objects.filter(pk__in=ids).select_related("character__series")
+
+
+def latest_dataset_version() -> DatasetVersion | None:
+    return DatasetVersion.objects.order_by("-created_at", "-id").first()
+
+
+def dataset_stats() -> dict:
+    """Counts per series and character, by status, and by split of the latest dataset version."""
+    latest = latest_dataset_version()
+    status_rows = (
+        Image.objects.values("character_id", "status").annotate(n=Count("id")).order_by()
+    )
+    by_status: dict[int | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in status_rows:
+        by_status[row["character_id"]][row["status"]] += row["n"]
+    by_split: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    if latest is not None:
+        split_rows = (
+            DatasetItem.objects.filter(version=latest).values("character_id", "split").annotate(n=Count("id")).order_by()
+        )
+        for row in split_rows:
+            by_split[row["character_id"]][row["split"]] += row["n"]
+    series_out: dict[str, dict] = {}
+    for character in Character.objects.select_related("series").order_by("series__slug", "name"):
+        series_entry = series_out.setdefault(
+            character.series.slug,
+            {"series": character.series.slug, "name": character.series.name, "characters": [], "totals": defaultdict(int)},
+        )
+        statuses = dict(by_status.get(character.pk, {}))
+        splits = dict(by_split.get(character.pk, {}))
+        series_entry["characters"].append(
+            {
+                "character": character.slug,
+                "name": character.name,
+                "active": character.active,
+                "status": statuses,
+                "total": sum(statuses.values()),
+                "split": splits,
+            }
+        )
+        for status, n in statuses.items():
+            series_entry["totals"][status] += n
+    unlabelled = dict(by_status.get(None, {}))
+    totals: dict[str, int] = defaultdict(int)
+    for entries in by_status.values():
+        for status, n in entries.items():
+            totals[status] += n
+    return {
+        "latest_version": latest.name if latest else None,
+        "series": [{**entry, "totals": dict(entry["totals"])} for entry in series_out.values()],
+        "unlabelled": unlabelled,
+        "totals": dict(totals),
+        "images": sum(totals.values()),
+        "characters": Character.objects.count(),
+    }
+
+
+def trainable_images() -> QuerySet[Image]:
+    """Images a freeze takes: approved, labelled with an active character."""
+    return Image.objects.filter(status=Image.Status.APPROVED, character__isnull=False, character__active=True)

@@ -1,0 +1,13 @@
+"""Every state change of the characters app. Views, API, admin, tasks and commands call these."""
+from .curation import (  # noqa: F401
+    REJECT_REASONS,
+    character_get_or_create,
+    image_approve,
+    image_reject,
+    image_relabel,
+    image_set_status,
+    series_get_or_create,
+)
+from .imports import ImportSummary, images_import, split_folder_names  # noqa: F401
+from .ingest import IngestResult, image_ingest, media_path  # noqa: F401
+from .versions import LeakError, dataset_version_export, dataset_version_freeze  # noqa: F401

@@ -1,0 +1,145 @@
+"""Import a folder or zip in the original layout ``<series>_<character>/<files>``."""
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ..imaging import ALLOWED_FORMATS
+from ..models import Character, Image, Series
+from .curation import character_get_or_create, series_get_or_create
+from .ingest import image_ingest
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
+assert {"JPEG", "PNG", "WEBP", "GIF", "BMP"} <= set(ALLOWED_FORMATS)
+
+
+@dataclass
+class ImportSummary:
+    new: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0  # new images kept in a near-duplicate group
+    refused: Counter = field(default_factory=Counter)
+    skipped_files: int = 0  # files that are not images by name (metadata.csv, .DS_Store, ...)
+    folders: int = 0
+    series_created: int = 0
+    characters_created: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "new": self.new,
+            "exact_duplicates": self.exact_duplicates,
+            "near_duplicates": self.near_duplicates,
+            "refused": dict(self.refused),
+            "refused_total": sum(self.refused.values()),
+            "skipped_files": self.skipped_files,
+            "folders": self.folders,
+            "series_created": self.series_created,
+            "characters_created": self.characters_created,
+            "series": Series.objects.count(),
+            "characters": Character.objects.count(),
+            "images": Image.objects.count(),
+        }
+
+
+def split_folder_names(names: list[str], known_series: set[str]) -> dict[str, tuple[str, str]]:
+    """Map each ``<series>_<character>`` folder name to (series slug, character name).
+
+    A folder that starts with a known series slug and an underscore belongs to that series (longest
+    match wins), so ``honkai_star_rail_丹恒`` lands in ``honkai_star_rail`` once it is known. Otherwise
+    the folders that share a first word are read together: their longest common run of words becomes
+    the series when at least two folders share it and each keeps a name (so ``genshin_impact_胡桃`` and
+    ``genshin_impact_甘雨`` give ``genshin_impact``); a lone folder splits at its first underscore.
+    """
+    result: dict[str, tuple[str, str]] = {}
+    pending: dict[str, list[str]] = {}
+    for name in names:
+        match = max((s for s in known_series if name.startswith(s + "_") and len(name) > len(s) + 1), key=len, default=None)
+        if match:
+            result[name] = (match, name[len(match) + 1 :])
+        elif "_" in name:
+            pending.setdefault(name.split("_", 1)[0], []).append(name)
+        else:
+            result[name] = (name, name)
+    for first, group in pending.items():
+        words = [n.split("_") for n in group]
+        common = 1
+        if len(group) >= 2:
+            shortest = min(len(w) for w in words)
+            while common < shortest - 1 and len({tuple(w[: common + 1]) for w in words}) == 1:
+                common += 1
+        for name, parts in zip(group, words):
+            result[name] = ("_".join(parts[:common]), "_".join(parts[common:]))
+    return result
+
+
+def _iter_folder(root: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                yield folder.name, path.name, path.read_bytes
+
+
+def _iter_zip(archive: zipfile.ZipFile) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    # Accept both "<class>/<file>" and "<top>/<class>/<file>" (a zipped folder).
+    parts = [PurePosixPath(i.filename).parts for i in infos]
+    tops = {p[0] for p in parts if len(p) >= 3}
+    strip = 1 if tops and len(tops) == 1 and all(len(p) >= 3 for p in parts if not p[-1].startswith(".")) else 0
+    for info, p in sorted(zip(infos, parts), key=lambda x: x[0].filename):
+        p = p[strip:]
+        if len(p) < 2 or p[0].startswith(".") or p[0] == "__MACOSX":
+            continue
+        yield p[0], p[-1], (lambda info=info: archive.read(info))
+
+
+def images_import(
+    *, path: str | Path, status: str | None = None, progress: Callable[[int], None] | None = None
+) -> ImportSummary:
+    """Import every image under ``path`` (a folder or a .zip). Running it again adds nothing."""
+    path = Path(path)
+    summary = ImportSummary()
+    if zipfile.is_zipfile(path):
+        archive = zipfile.ZipFile(path)
+        entries = list(_iter_zip(archive))
+    elif path.is_dir():
+        entries = list(_iter_folder(path))
+    else:
+        raise FileNotFoundError(f"{path} is neither a folder nor a zip file")
+    folders = sorted({folder for folder, _, _ in entries})
+    summary.folders = len(folders)
+    mapping = split_folder_names(folders, set(Series.objects.values_list("slug", flat=True)))
+    characters: dict[str, Character] = {}
+    series_before, characters_before = Series.objects.count(), Character.objects.count()
+    for folder in folders:
+        series_slug, character_name = mapping[folder]
+        series = series_get_or_create(slug=series_slug)
+        characters[folder] = character_get_or_create(series=series, name=character_name)
+    summary.series_created = Series.objects.count() - series_before
+    summary.characters_created = Character.objects.count() - characters_before
+    for folder, filename, read in entries:
+        if PurePosixPath(filename.lower()).suffix not in IMAGE_SUFFIXES:
+            summary.skipped_files += 1
+            if progress:
+                progress(1)
+            continue
+        result = image_ingest(
+            data=read(),
+            source_kind=Image.SourceKind.IMPORT,
+            character=characters[folder],
+            status=status,
+            original_name=f"{folder}/{filename}",
+        )
+        if result.outcome == "new":
+            summary.new += 1
+            if result.near_duplicate_ids:
+                summary.near_duplicates += 1
+        elif result.outcome == "exact_duplicate":
+            summary.exact_duplicates += 1
+        else:
+            summary.refused[result.reason] += 1
+        if progress:
+            progress(1)
+    return summary

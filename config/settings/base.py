@@ -1,0 +1,266 @@
+"""Kyara settings: every value read from the environment lives here, grouped by concern.
+
+Defaults give the embedded path (SQLite, django-q2's ORM broker, local-memory cache, media on local
+disk), all under one folder, ``KYARA_DATA_DIR``. The scale-out path is switched on by environment
+variables only (``DATABASE_URL``, ``REDIS_URL``, ``KYARA_S3_BUCKET``, ``KYARA_WORKERS``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Where everything the platform writes lives -------------------------------------------------
+DATA_DIR = Path(env_str("KYARA_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+MEDIA_ROOT = DATA_DIR / "media"
+ARTIFACTS_DIR = DATA_DIR / "artifacts"
+LOG_DIR = DATA_DIR / "logs"
+CACHE_DIR = DATA_DIR / "cache"
+for _folder in (DATA_DIR, MEDIA_ROOT, ARTIFACTS_DIR, LOG_DIR, CACHE_DIR):
+    _folder.mkdir(parents=True, exist_ok=True)
+
+# --- Core Django ---------------------------------------------------------------------------------
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")  # local/test settings derive one; production requires it
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_filters",
+    "django_q",
+    "apps.core",
+    "apps.characters",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database: SQLite under KYARA_DATA_DIR unless DATABASE_URL says otherwise --------------------
+_SQLITE_OPTIONS = {
+    # WAL lets the web server, the qcluster and the training process read while one writes;
+    # IMMEDIATE transactions make writers queue on the lock instead of failing to upgrade it.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("KYARA_DB_CONN_MAX_AGE", 60))}
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "kyara.sqlite3"}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(_SQLITE_OPTIONS)
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# --- Cache and queue: local memory and the ORM broker unless REDIS_URL is set --------------------
+REDIS_URL = env_str("REDIS_URL")
+RESULT_CACHE_TTL = env_int("KYARA_RESULT_CACHE_TTL", 3600)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("KYARA_CACHE_PREFIX", "kyara"),
+            "TIMEOUT": RESULT_CACHE_TTL,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "kyara",
+            "TIMEOUT": RESULT_CACHE_TTL,
+            "OPTIONS": {"MAX_ENTRIES": env_int("KYARA_RESULT_CACHE_SIZE", 1000)},
+        }
+    }
+
+Q_CLUSTER = {
+    "name": env_str("KYARA_QUEUE_NAME", "kyara"),
+    "workers": env_int("KYARA_WORKERS", 2),
+    # Long jobs (crawls, training launches) run for hours; retry must exceed timeout so a task still
+    # running is never handed to a second worker, and one attempt means a failure is never re-run
+    # behind the job's back: Kyara's own job models decide about resuming.
+    "timeout": env_int("KYARA_TASK_TIMEOUT", 6 * 3600),
+    "retry": env_int("KYARA_TASK_TIMEOUT", 6 * 3600) + 600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.5,
+    "daemonize_workers": False,  # workers start child processes (training) of their own
+    "label": "Kyara tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Media and static files ----------------------------------------------------------------------
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+S3_BUCKET = env_str("KYARA_S3_BUCKET")
+if S3_BUCKET:
+    STORAGES = {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": S3_BUCKET,
+                "endpoint_url": env_str("KYARA_S3_ENDPOINT_URL") or None,
+                "region_name": env_str("KYARA_S3_REGION") or None,
+                "access_key": env_str("AWS_ACCESS_KEY_ID") or None,
+                "secret_key": env_str("AWS_SECRET_ACCESS_KEY") or None,
+                "file_overwrite": False,
+                "querystring_auth": env_bool("KYARA_S3_SIGNED_URLS", True),
+            },
+        },
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+else:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+# --- REST API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.IsStaffOrReadOnly"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("KYARA_THROTTLE_ANON", "120/min"),
+        "user": env_str("KYARA_THROTTLE_USER", "1200/min"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Kyara API",
+    "DESCRIPTION": "Collect, curate, train, evaluate and serve an anime-character recognizer.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = env_bool("KYARA_CORS_ALLOW_ALL", False)
+
+LOGIN_URL = "/admin/login/"
+
+# --- Images and ingest ---------------------------------------------------------------------------
+KYARA_MIN_IMAGE_SIDE = env_int("KYARA_MIN_IMAGE_SIDE", 64)
+KYARA_MAX_IMAGE_BYTES = env_int("KYARA_MAX_IMAGE_BYTES", 30 * 1024 * 1024)
+KYARA_MAX_IMAGE_PIXELS = env_int("KYARA_MAX_IMAGE_PIXELS", 40_000_000)
+KYARA_NEAR_DUPLICATE_DISTANCE = env_int("KYARA_NEAR_DUPLICATE_DISTANCE", 6)
+KYARA_THUMBNAIL_SIZE = env_int("KYARA_THUMBNAIL_SIZE", 160)
+
+# --- Plugins -------------------------------------------------------------------------------------
+KYARA_SOURCE_ROOTS = json.loads(env_str("KYARA_SOURCE_ROOTS", "{}") or "{}")
+
+# --- Logging -------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "file": {
+            "class": "logging.handlers.RotatingFileHandler",
+            "filename": str(LOG_DIR / "kyara.log"),
+            "maxBytes": 10 * 1024 * 1024,
+            "backupCount": 3,
+            "formatter": "plain",
+            "encoding": "utf-8",
+        },
+    },
+    "root": {"handlers": ["console", "file"], "level": env_str("KYARA_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

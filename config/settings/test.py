@@ -1,0 +1,18 @@
+"""Settings for the test suite: fast hashing, a file-based test database a qcluster child can open."""
+import os
+from pathlib import Path
+
+# Before base reads it: tests write under var/test unless told otherwise.
+os.environ.setdefault("KYARA_DATA_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
+
+from .base import *  # noqa: F401,F403
+from .base import DATA_DIR, DATABASES, Q_CLUSTER
+from ._secret import secret_key_for
+
+SECRET_KEY = secret_key_for(DATA_DIR)
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # On disk, not in memory, so that a real qcluster or training child process sees the same rows.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+Q_CLUSTER = {**Q_CLUSTER, "workers": 1, "poll": 0.2, "timeout": 300, "retry": 900}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Start the web server and a qcluster worker side by side; Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+SERVER=${SERVER:-dev}
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "Stopping Kyara (web server and worker)..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+"$BIN/python" manage.py qcluster &
+pids+=($!)
+if [ "$SERVER" = "gunicorn" ]; then
+  "$BIN/python" manage.py collectstatic --noinput >/dev/null
+  # Threads share one process's model cache; raise KYARA_GUNICORN_WORKERS on a bigger machine.
+  "$BIN/gunicorn" config.wsgi:application --bind "$HOST:$PORT" \
+    --workers "${KYARA_GUNICORN_WORKERS:-1}" --threads "${KYARA_GUNICORN_THREADS:-4}" \
+    --timeout 120 --access-logfile - &
+else
+  "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload &
+fi
+pids+=($!)
+echo "Kyara is up: http://$HOST:$PORT/  (admin: http://$HOST:$PORT/admin/, API docs: http://$HOST:$PORT/api/docs/)"
+wait -n "${pids[@]}"

@@ -1,0 +1,180 @@
+"""Shared fixtures: users, API clients, generated images, a real qcluster worker, service checks."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALE_RUN = os.environ.get("KYARA_SCALE_RUN") == "1"
+REQUIRE_SERVICES = os.environ.get("KYARA_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server", "admin_client",
+               "django_user_model", "admin_user", "staff_client", "api_client", "staff_api_client", "qcluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the scale run keep only the tests that touch the database, the queue or the cache."""
+    if not SCALE_RUN:
+        return
+    keep, drop = [], []
+    for item in items:
+        touches = (
+            item.get_closest_marker("django_db")
+            or item.get_closest_marker("queue")
+            or item.get_closest_marker("cache")
+            or DB_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        (keep if touches and not item.get_closest_marker("no_scale") else drop).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
+
+
+def require_service(name: str, available: bool, why: str = "") -> None:
+    """Skip a test whose service is missing, or fail it where services are required (CI)."""
+    if available:
+        return
+    message = f"{name} is not available{': ' + why if why else ''}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (required: CI=true or KYARA_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    url = os.environ.get("REDIS_URL") or os.environ.get("KYARA_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        ok, why = True, ""
+    except Exception as exc:  # noqa: BLE001
+        ok, why = False, str(exc)
+    require_service("Redis", ok, why)
+    return url
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    try:
+        cache.clear()
+    except Exception:  # noqa: BLE001 - a test without the cache must not fail here
+        pass
+    yield
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("curator", password="pw-curator", is_staff=True)
+
+
+@pytest.fixture
+def staff_api_client(staff_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process (qcluster, training) that must use the test database."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{name}"
+    else:
+        s = connection.settings_dict
+        env["DATABASE_URL"] = f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{name}"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def qcluster(transactional_db):
+    """A real ``manage.py qcluster`` process on the test database (and Redis broker in the scale run)."""
+    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / "qcluster-test.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    time.sleep(0.5)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    log.close()
+
+
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}")
+
+
+# --- Generated images -----------------------------------------------------------------------------
+
+def make_image_bytes(
+    seed: int = 0, *, size: tuple[int, int] = (96, 96), fmt: str = "PNG", mode: str = "RGB", **save_kwargs
+) -> bytes:
+    """A distinct, structured picture per seed (shapes on a gradient), so pHashes differ by seed."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    w, h = size
+    img = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randrange(w // 4, w), y0 + rng.randrange(h // 4, h)
+        color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        if rng.random() < 0.5:
+            draw.rectangle([x0, y0, x1, y1], fill=color, outline=(0, 0, 0), width=2)
+        else:
+            draw.ellipse([x0, y0, x1, y1], fill=color, outline=(0, 0, 0), width=2)
+    if mode != "RGB":
+        img = img.convert(mode)
+    out = io.BytesIO()
+    img.save(out, format=fmt, **save_kwargs)
+    return out.getvalue()
+
+
+def near_copy_bytes(data: bytes, *, fmt: str = "JPEG") -> bytes:
+    """A re-encoded, slightly resized copy: different bytes, same picture (a near-duplicate)."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = img.resize((img.width - 4, img.height - 4))
+    out = io.BytesIO()
+    img.save(out, format=fmt, quality=85)
+    return out.getvalue()
+
+
+@pytest.fixture
+def image_bytes():
+    return make_image_bytes
