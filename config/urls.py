@@ -7,6 +7,10 @@ from apps.core.views import health
 
 api_v1 = [
     path("", include("apps.characters.api.urls")),
+    path("", include("apps.crawling.api.urls")),
+    path("", include("apps.training.api.urls")),
+    path("", include("apps.inference.api.urls")),
+    path("", include("apps.evaluation.api.urls")),
 ]
 
 urlpatterns = [
@@ -16,6 +20,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/auth/", include("rest_framework.urls")),
     path("healthz", health, name="healthz"),
+    path("", include("apps.inference.urls")),  # the original service's paths: /predict, /health, ...
+    path("", include("apps.dashboard.urls")),
 ]
 
 if settings.DEBUG or not settings.S3_BUCKET:

@@ -81,6 +81,11 @@ INSTALLED_APPS = [
     "django_q",
     "apps.core",
     "apps.characters",
+    "apps.crawling",
+    "apps.inference",
+    "apps.training",
+    "apps.evaluation",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CrawlingConfig(AppConfig):
+    name = "apps.crawling"
+    label = "crawling"
