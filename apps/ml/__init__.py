@@ -1,0 +1,1 @@
+"""Framework-free ML core: torch, torchvision, numpy and Pillow, never Django."""
