@@ -95,19 +95,25 @@ def _iter_zip(archive: zipfile.ZipFile) -> Iterator[tuple[str, str, Callable[[],
         yield p[0], p[-1], (lambda info=info: archive.read(info))
 
 
+def _entries(path: Path) -> list[tuple[str, str, Callable[[], bytes]]]:
+    if zipfile.is_zipfile(path):
+        return list(_iter_zip(zipfile.ZipFile(path)))
+    if path.is_dir():
+        return list(_iter_folder(path))
+    raise FileNotFoundError(f"{path} is neither a folder nor a zip file")
+
+
+def count_entries(path: str | Path) -> int:
+    return len(_entries(Path(path)))
+
+
 def images_import(
     *, path: str | Path, status: str | None = None, progress: Callable[[int], None] | None = None
 ) -> ImportSummary:
     """Import every image under ``path`` (a folder or a .zip). Running it again adds nothing."""
     path = Path(path)
     summary = ImportSummary()
-    if zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
-        entries = list(_iter_zip(archive))
-    elif path.is_dir():
-        entries = list(_iter_folder(path))
-    else:
-        raise FileNotFoundError(f"{path} is neither a folder nor a zip file")
+    entries = _entries(path)
     folders = sorted({folder for folder, _, _ in entries})
     summary.folders = len(folders)
     mapping = split_folder_names(folders, set(Series.objects.values_list("slug", flat=True)))
