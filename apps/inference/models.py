@@ -39,3 +39,59 @@ class ModelVersion(TimeStampedModel):
     @property
     def artifact_path(self):
         return settings.ARTIFACTS_DIR / self.artifact
+
+
+class ModelAvailability(models.Model):
+    """Whether a version's artifact could be loaded, and why not: written by the predictor cache."""
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="availability")
+    available = models.BooleanField(default=True)
+    reason = models.TextField(blank=True)
+    backend = models.CharField(max_length=30, blank=True)
+    checked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "model availability"
+
+    def __str__(self) -> str:
+        return f"{self.version}: {'available' if self.available else 'unavailable'}"
+
+
+class ModelAlias(models.Model):
+    """A name clients ask for (``default``, ``mobilenet_v2``, ``candidate``...) pointing at one version."""
+
+    name = models.SlugField(max_length=60, unique=True)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.version}"
+
+
+class AliasChange(models.Model):
+    """One move of an alias: who, when, from which version to which, and why. Rollbacks are changes too."""
+
+    class Kind(models.TextChoices):
+        SET = "set"
+        ROLLBACK = "rollback"
+
+    alias = models.CharField(max_length=60, db_index=True)
+    from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.SET)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    why = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {self.from_version or '∅'} → {self.to_version} ({self.kind})"

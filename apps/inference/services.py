@@ -1,23 +1,18 @@
 """Every state change of the inference app."""
 from __future__ import annotations
 
-import hashlib
+import re
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 
 from apps.core.api import ServiceError
+from apps.ml.runtime import file_sha256
 
-from .models import ModelVersion
+from .models import AliasChange, ModelAlias, ModelAvailability, ModelVersion
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 
 
 @transaction.atomic
@@ -60,4 +55,108 @@ def model_version_register(
         dataset_version=dataset_version,
         training_job_id=training_job_id,
         notes=notes,
+    )
+
+
+def _metric_value(metrics: dict, dotted: str):
+    """``accuracy`` or a dotted path such as ``test.accuracy`` inside a version's metrics."""
+    value = metrics
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def promotion_gate_check(*, alias: str, version: ModelVersion) -> None:
+    """The optional gate: a gated alias only points at versions whose evaluation reaches the minimum."""
+    minimum = settings.KYARA_PROMOTION_MIN
+    if minimum < 0 or alias not in settings.KYARA_PROMOTION_GATED_ALIASES:
+        return
+    metric = settings.KYARA_PROMOTION_METRIC
+    value = _metric_value(version.metrics or {}, metric)
+    if value is None:
+        raise ServiceError("promotion_gate", f"{version.name} has no {metric!r} metric yet; evaluate it before "
+                           f"promoting it to {alias!r}, or override the gate with force.", status_code=409)
+    if value < minimum:
+        raise ServiceError("promotion_gate", f"{version.name} has {metric} {value:.4g}, below the {minimum:.4g} "
+                           f"required for {alias!r}; override the gate with force if you must.", status_code=409)
+
+
+def _resolve_version(version) -> ModelVersion:
+    if isinstance(version, ModelVersion):
+        return version
+    found = ModelVersion.objects.filter(name=str(version)).first()
+    if found is None:
+        alias = ModelAlias.objects.select_related("version").filter(name=str(version)).first()
+        if alias is None:
+            raise ServiceError("unknown_version", f"No model version or alias named {version!r}.", status_code=404)
+        found = alias.version
+    return found
+
+
+def _ensure_loadable(version: ModelVersion) -> None:
+    """Load (and so warm) the version in this process before any alias points at it."""
+    from .predictors import predictor_cache
+
+    predictor_cache.get(version)
+
+
+def model_alias_set(*, name: str, version, actor=None, why: str = "", force: bool = False) -> AliasChange:
+    """Point alias ``name`` at ``version`` (a ModelVersion, a version name or another alias) and record it.
+
+    ``force`` overrides the promotion gate (the change's ``why`` says so). The version is loaded first,
+    so a broken artifact is refused and the first request after the promotion finds the model warm in
+    this process; other server processes warm it through their alias watcher.
+    """
+    name = (name or "").strip().lower()
+    if not ALIAS_NAME.match(name):
+        raise ServiceError("invalid_alias", "An alias is 1-60 lowercase letters, digits, '-' or '_'.")
+    target = _resolve_version(version)
+    if not force:
+        promotion_gate_check(alias=name, version=target)
+    elif settings.KYARA_PROMOTION_MIN >= 0 and name in settings.KYARA_PROMOTION_GATED_ALIASES:
+        why = f"{why} [promotion gate overridden]".strip()
+    return _alias_move(name=name, target=target, actor=actor, why=why, kind=AliasChange.Kind.SET)
+
+
+def model_alias_rollback(*, name: str, actor=None, why: str = "") -> AliasChange:
+    """Undo the alias's last change: point it back at the version it had before (recorded as a change).
+
+    Not gated: it returns to a version that was already serving.
+    """
+    last = AliasChange.objects.filter(alias=name).select_related("from_version", "to_version").first()
+    if last is None:
+        raise ServiceError("unknown_alias", f"The alias {name!r} has no history to roll back.", status_code=404)
+    if last.from_version is None:
+        raise ServiceError("nothing_to_roll_back", f"The alias {name!r} pointed at nothing before "
+                           f"{last.to_version}; set it to another version instead.", status_code=409)
+    return _alias_move(name=name, target=last.from_version, actor=actor, kind=AliasChange.Kind.ROLLBACK,
+                       why=why or f"roll back {last.to_version} to {last.from_version}", expect_last=last.pk)
+
+
+def _alias_move(*, name: str, target: ModelVersion, actor, why: str, kind: str,
+                expect_last: int | None = None) -> AliasChange:
+    _ensure_loadable(target)  # outside the transaction: loading takes a while
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    with transaction.atomic():
+        alias = ModelAlias.objects.select_for_update().filter(name=name).first()
+        if expect_last is not None:
+            latest = AliasChange.objects.filter(alias=name).values_list("pk", flat=True).first()
+            if latest != expect_last:
+                raise ServiceError("alias_changed", f"The alias {name!r} changed while rolling back; "
+                                   "look at its history and try again.", status_code=409)
+        previous = alias.version if alias else None
+        if alias is None:
+            alias = ModelAlias(name=name)
+        alias.version = target
+        alias.updated_by = user
+        alias.save()
+        return AliasChange.objects.create(alias=name, from_version=previous, to_version=target, kind=kind,
+                                          why=why or "", actor=user)
+
+
+def model_availability_record(*, version: ModelVersion, available: bool, reason: str = "", backend: str = "") -> None:
+    ModelAvailability.objects.update_or_create(
+        version=version, defaults={"available": available, "reason": reason[:2000], "backend": backend}
     )

@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+"""The original FastAPI service's paths, kept for existing clients: same views as /api/v1/."""
+from django.urls import path
 
-urlpatterns: list = []
+from .api import views
+
+urlpatterns = [
+    path("predict", views.PredictView.as_view(), name="legacy-predict"),
+    path("predict_batch", views.PredictBatchView.as_view(), name="legacy-predict-batch"),
+    path("models", views.ModelVersionViewSet.as_view({"get": "list"}), name="legacy-models"),
+    path("health", views.HealthView.as_view(), name="legacy-health"),
+]

@@ -247,8 +247,67 @@ KYARA_MAX_IMAGE_PIXELS = env_int("KYARA_MAX_IMAGE_PIXELS", 40_000_000)
 KYARA_NEAR_DUPLICATE_DISTANCE = env_int("KYARA_NEAR_DUPLICATE_DISTANCE", 6)
 KYARA_THUMBNAIL_SIZE = env_int("KYARA_THUMBNAIL_SIZE", 160)
 
+# --- Inference -----------------------------------------------------------------------------------
+KYARA_PREDICT_BATCH_MAX = env_int("KYARA_PREDICT_BATCH_MAX", 10)  # files per /predict_batch
+KYARA_PREDICT_MAX_BYTES = env_int("KYARA_PREDICT_MAX_BYTES", 10 * 1024 * 1024)  # per uploaded file
+KYARA_PREDICT_MAX_PIXELS = env_int("KYARA_PREDICT_MAX_PIXELS", KYARA_MAX_IMAGE_PIXELS)
+KYARA_PREDICT_MIN_SIDE = env_int("KYARA_PREDICT_MIN_SIDE", 8)
+KYARA_PREDICT_TOP_K = env_int("KYARA_PREDICT_TOP_K", 5)
+KYARA_PREDICT_TOP_K_MAX = env_int("KYARA_PREDICT_TOP_K_MAX", 100)
+KYARA_PREDICTOR_CACHE_SIZE = env_int("KYARA_PREDICTOR_CACHE_SIZE", 3)  # loaded models per process (LRU)
+KYARA_PREDICTOR_RETRY_SECONDS = env_int("KYARA_PREDICTOR_RETRY_SECONDS", 30)  # before re-trying a broken artifact
+# Each server process re-reads these aliases every few seconds and loads what they point at (0: off).
+KYARA_WARM_ALIASES = env_list("KYARA_WARM_ALIASES", "default")
+KYARA_ALIAS_WATCH_SECONDS = env_int("KYARA_ALIAS_WATCH_SECONDS", 5)
+# auto: ONNX Runtime when it agrees with eager PyTorch and is faster on this machine; or onnxruntime, torch.
+KYARA_INFERENCE_BACKEND = env_str("KYARA_INFERENCE_BACKEND", "auto")
+# Intra-op threads per model; 1 keeps latency steady on a small shared box (concurrent requests still
+# use every core through the server's threads).
+KYARA_INFERENCE_THREADS = env_int("KYARA_INFERENCE_THREADS", 1)
+# Optional promotion gate: refuse to point the gated aliases at a version whose metric is below this.
+KYARA_PROMOTION_METRIC = env_str("KYARA_PROMOTION_METRIC", "accuracy")
+KYARA_PROMOTION_MIN = env_float("KYARA_PROMOTION_MIN", -1.0)  # below 0: the gate is off
+KYARA_PROMOTION_GATED_ALIASES = env_list("KYARA_PROMOTION_GATED_ALIASES", "default")
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update({
+    "predict_anon": env_str("KYARA_THROTTLE_PREDICT_ANON", "600/min"),
+    "predict_user": env_str("KYARA_THROTTLE_PREDICT_USER", "6000/min"),
+})
+
 # --- Plugins -------------------------------------------------------------------------------------
 KYARA_SOURCE_ROOTS = json.loads(env_str("KYARA_SOURCE_ROOTS", "{}") or "{}")
+
+# --- Crawling ------------------------------------------------------------------------------------
+# Sites see this User-Agent; Danbooru and others ask for a way to reach whoever runs the crawler.
+KYARA_CRAWL_CONTACT = env_str("KYARA_CRAWL_CONTACT", "kyara-admin@example.invalid")
+KYARA_CRAWL_USER_AGENT = env_str(
+    "KYARA_CRAWL_USER_AGENT", f"Kyara/0.1 (anime character dataset crawler; contact: {KYARA_CRAWL_CONTACT})"
+)
+# Private, loopback, link-local and reserved addresses are refused (SSRF). "1" allows them all (local
+# mirrors); a comma-separated list of networks ("127.0.0.1/32") allows only those (tests).
+_allow_private = env_str("KYARA_CRAWL_ALLOW_PRIVATE").strip()
+KYARA_CRAWL_ALLOW_PRIVATE: bool | list[str] = (
+    _allow_private.lower() in {"1", "true", "yes", "on"}
+    if _allow_private.lower() in {"", "0", "1", "true", "false", "yes", "no", "on", "off"}
+    else [net.strip() for net in _allow_private.split(",") if net.strip()]
+)
+# Per-source credentials: {"danbooru": {"login": "...", "api_key": "..."}, "gelbooru": {"user_id": "...", ...}}.
+KYARA_CRAWL_CREDENTIALS = json.loads(env_str("KYARA_CRAWL_CREDENTIALS", "{}") or "{}")
+# Per-source politeness overrides: {"safebooru": {"rate": 0.5, "concurrency": 1}}; adapters declare defaults.
+KYARA_CRAWL_POLITENESS = json.loads(env_str("KYARA_CRAWL_POLITENESS", "{}") or "{}")
+KYARA_CRAWL_JITTER = env_float("KYARA_CRAWL_JITTER", 0.25)  # fraction of the interval added at random
+KYARA_CRAWL_THREADS = env_int("KYARA_CRAWL_THREADS", 4)  # download pool per job (capped by the source)
+KYARA_CRAWL_CONNECT_TIMEOUT = env_float("KYARA_CRAWL_CONNECT_TIMEOUT", 10.0)
+KYARA_CRAWL_READ_TIMEOUT = env_float("KYARA_CRAWL_READ_TIMEOUT", 30.0)
+KYARA_CRAWL_RETRIES = env_int("KYARA_CRAWL_RETRIES", 3)
+KYARA_CRAWL_BACKOFF = env_float("KYARA_CRAWL_BACKOFF", 2.0)  # seconds, doubled per attempt
+KYARA_CRAWL_MAX_RETRY_AFTER = env_float("KYARA_CRAWL_MAX_RETRY_AFTER", 300.0)  # cap on a 429/503 wait
+KYARA_CRAWL_MAX_BYTES = env_int("KYARA_CRAWL_MAX_BYTES", KYARA_MAX_IMAGE_BYTES)  # per download
+KYARA_CRAWL_STOP_AFTER_KNOWN = env_int("KYARA_CRAWL_STOP_AFTER_KNOWN", 20)  # consecutive known posts
+KYARA_CRAWL_MAX_PAGES = env_int("KYARA_CRAWL_MAX_PAGES", 50)  # listing pages per job
+KYARA_CRAWL_PAGE_SIZE = env_int("KYARA_CRAWL_PAGE_SIZE", 100)
+KYARA_CRAWL_LOCAL_ROOT = Path(env_str("KYARA_CRAWL_LOCAL_ROOT", str(DATA_DIR / "incoming"))).resolve()
+# Sources a collection plan splits a character's quota over, when the caller names none.
+KYARA_CRAWL_PLAN_SOURCES = env_list("KYARA_CRAWL_PLAN_SOURCES", "safebooru,safebooru_donmai")
 
 # --- Logging -------------------------------------------------------------------------------------
 LOGGING = {

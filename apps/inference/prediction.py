@@ -1,0 +1,110 @@
+"""Predicting: uploads in, top-k characters out, through the result cache and the predictor cache."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from apps.core.api import ServiceError
+from apps.ml.runtime import InputRejected
+
+from .models import ModelVersion
+from .predictors import alias_watcher, predictor_cache
+from .selectors import model_resolve
+
+IMAGE_REJECTION_STATUS = {"unsupported_format": 415, "not_an_image": 415}
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def top_k_parse(raw) -> int:
+    if raw in (None, ""):
+        return settings.KYARA_PREDICT_TOP_K
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= settings.KYARA_PREDICT_TOP_K_MAX:
+        raise ServiceError("invalid_top_k", f"top_k must be a whole number from 1 to {settings.KYARA_PREDICT_TOP_K_MAX}.")
+    return value
+
+
+def result_cache_key(version: ModelVersion, image_sha256: str, top_k: int) -> str:
+    # The artifact's sha is in the key too: a version whose file was replaced never serves old answers.
+    return f"kyara:predict:v{version.pk}:{version.artifact_sha256[:16]}:{image_sha256}:k{top_k}"
+
+
+def _reject(index: int, upload: Upload, exc: InputRejected, batch: bool) -> ServiceError:
+    where = f"File {index + 1} ({upload.name!r})" if batch else f"The file {upload.name!r}"
+    return ServiceError(exc.reason, f"{where}: {exc.message}", status_code=IMAGE_REJECTION_STATUS.get(exc.reason, 400),
+                        **({"index": index, "filename": upload.name} if batch else {"filename": upload.name}))
+
+
+def _answer(loaded, version: ModelVersion, probabilities, top_k: int) -> dict:
+    top = loaded.predictor.top_k(probabilities, top_k)
+    threshold = version.confidence_threshold
+    unknown = threshold is not None and top[0][1] < threshold
+    predictions = [{**loaded.characters.get(slug, {"slug": slug, "name": slug, "series": None}),
+                    "probability": round(prob, 6)} for slug, prob in top]
+    return {"label": "unknown" if unknown else top[0][0], "unknown": unknown, "threshold": threshold,
+            "predictions": predictions}
+
+
+def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: bool = False) -> dict:
+    """Answer for every upload: cached results first, the rest decoded and run as one batched forward."""
+    started = time.perf_counter()
+    alias_watcher.ensure_started()
+    version, alias = model_resolve(model)
+    k = top_k_parse(top_k)
+    shas = [upload.sha256 for upload in uploads]
+    keys = [result_cache_key(version, sha, k) for sha in shas]
+    hits = cache.get_many(keys)
+    lookup_ms = round((time.perf_counter() - started) * 1000, 3)
+    results: list[dict | None] = [None] * len(uploads)
+    for i, key in enumerate(keys):
+        if key in hits:
+            results[i] = {**hits[key], "cached": True, "time_ms": lookup_ms}
+    missing = [i for i, result in enumerate(results) if result is None]
+    backend = None
+    if missing:
+        loaded = predictor_cache.get(version)
+        predictor = loaded.predictor
+        backend = predictor.backend_name
+        crops, decode_ms = [], []
+        for i in missing:
+            began = time.perf_counter()
+            try:
+                crops.append(predictor.decode(uploads[i].data))
+            except InputRejected as exc:
+                raise _reject(i, uploads[i], exc, batch) from None
+            decode_ms.append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        probabilities = predictor.probabilities(predictor.normalize(crops))
+        forward_share = (time.perf_counter() - began) * 1000 / len(missing)
+        fresh = {}
+        for row, i in enumerate(missing):
+            answer = _answer(loaded, version, probabilities[row], k)
+            fresh[keys[i]] = answer
+            results[i] = {**answer, "cached": False, "time_ms": round(decode_ms[row] + forward_share, 3)}
+        cache.set_many(fresh, timeout=settings.RESULT_CACHE_TTL)
+    for i, upload in enumerate(uploads):
+        results[i] = {"filename": upload.name, "sha256": shas[i], **results[i]}
+    loaded_now = predictor_cache.peek(version)
+    return {
+        "model": {"version": version.name, "alias": alias, "requested": model or "default",
+                  "architecture": version.architecture,
+                  "backend": backend or (loaded_now.predictor.backend_name if loaded_now else None)},
+        "results": results,
+        "time_ms": round((time.perf_counter() - started) * 1000, 3),
+    }

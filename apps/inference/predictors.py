@@ -1,0 +1,180 @@
+"""The per-process cache of loaded models: a few at a time, least recently used evicted, thread-safe.
+
+A model version whose artifact is missing, corrupt or does not match the registry is marked unavailable
+(with the reason, on ``ModelAvailability``) and answered with a 503; the load is retried after
+``KYARA_PREDICTOR_RETRY_SECONDS`` so a restored file is picked up without a restart.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from apps.core.api import ServiceError
+from apps.ml.artifacts import ArtifactError
+from apps.ml.runtime import Predictor, load_predictor
+
+from .models import ModelAlias, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    version_id: int
+    version_name: str
+    predictor: Predictor
+    characters: dict[str, dict]  # slug → {"slug", "name", "series"}
+    loaded_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict:
+        return {"version": self.version_name, "backend": self.predictor.backend_name,
+                "labels": len(self.predictor.labels), "loaded_at": self.loaded_at, **self.predictor.info}
+
+
+def _character_info(labels: list[str]) -> dict[str, dict]:
+    from apps.characters.models import Character
+
+    info = {slug: {"slug": slug, "name": slug, "series": None} for slug in labels}
+    for character in Character.objects.filter(slug__in=labels).select_related("series"):
+        info[character.slug] = {"slug": character.slug, "name": character.name,
+                                "series": {"slug": character.series.slug, "name": character.series.name}}
+    return info
+
+
+def unavailable(version: ModelVersion, reason: str) -> ServiceError:
+    return ServiceError("model_unavailable", f"Model version {version.name} cannot serve: {reason}",
+                        status_code=503, version=version.name)
+
+
+class PredictorCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._load_locks: dict[tuple, threading.Lock] = {}
+        self._failures: dict[tuple, tuple[float, str]] = {}
+
+    @staticmethod
+    def key(version: ModelVersion) -> tuple:
+        # The sha and the path are part of the key: a re-registered artifact never reuses a stale model.
+        return (version.pk, version.artifact_sha256, version.artifact)
+
+    def peek(self, version: ModelVersion) -> LoadedModel | None:
+        with self._lock:
+            return self._entries.get(self.key(version))
+
+    def get(self, version: ModelVersion) -> LoadedModel:
+        """The loaded model for ``version``, loading it once (concurrent callers wait for that one load)."""
+        key = self.key(version)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            failure = self._failures.get(key)
+            if failure and time.monotonic() - failure[0] < settings.KYARA_PREDICTOR_RETRY_SECONDS:
+                raise unavailable(version, failure[1])
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    return entry
+            entry = self._load(version, key)
+            with self._lock:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > max(1, settings.KYARA_PREDICTOR_CACHE_SIZE):
+                    evicted_key, evicted = self._entries.popitem(last=False)
+                    logger.info("Predictor cache: evicted %s", evicted.version_name)
+                self._load_locks.pop(key, None)
+                self._failures.pop(key, None)
+            return entry
+
+    def _load(self, version: ModelVersion, key: tuple) -> LoadedModel:
+        from .services import model_availability_record
+
+        try:
+            predictor = load_predictor(
+                version.artifact_path, expected_sha256=version.artifact_sha256,
+                backend=settings.KYARA_INFERENCE_BACKEND, threads=settings.KYARA_INFERENCE_THREADS,
+                onnx_cache_dir=settings.CACHE_DIR / "onnx", max_pixels=settings.KYARA_PREDICT_MAX_PIXELS,
+                min_side=settings.KYARA_PREDICT_MIN_SIDE,
+            )
+            if list(predictor.labels) != list(version.labels):
+                raise ArtifactError(f"the artifact's {len(predictor.labels)} labels differ from the registry's "
+                                    f"{len(version.labels)}; re-register the artifact.")
+        except Exception as exc:  # noqa: BLE001 - any broken artifact makes the version unavailable, never a 500
+            reason = str(exc) if isinstance(exc, ArtifactError) else f"loading failed: {exc}"
+            if not isinstance(exc, ArtifactError):
+                logger.exception("Loading model version %s failed", version.name)
+            with self._lock:
+                self._failures[key] = (time.monotonic(), reason)
+                self._load_locks.pop(key, None)
+            model_availability_record(version=version, available=False, reason=reason)
+            raise unavailable(version, reason) from None
+        entry = LoadedModel(version.pk, version.name, predictor, _character_info(predictor.labels))
+        model_availability_record(version=version, available=True, backend=predictor.backend_name)
+        logger.info("Loaded model version %s (%s)", version.name, predictor.info)
+        return entry
+
+    def describe(self) -> list[dict]:
+        with self._lock:
+            return [entry.describe() for entry in self._entries.values()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._failures.clear()
+            self._load_locks.clear()
+
+
+predictor_cache = PredictorCache()
+
+
+class AliasWatcher:
+    """Per-process thread that warms what the warm aliases point at, so a promotion made elsewhere (another
+    worker, ``manage.py set_alias``) does not make this process's first request slow. Started lazily by
+    the first prediction; off when ``KYARA_ALIAS_WATCH_SECONDS`` is 0."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        interval = getattr(settings, "KYARA_ALIAS_WATCH_SECONDS", 5)
+        if self._started or interval <= 0:
+            return
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            threading.Thread(target=self._run, args=(interval,), name="kyara-alias-watcher", daemon=True).start()
+
+    def _run(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                self.warm_once()
+            except Exception:  # noqa: BLE001 - a watcher must never die
+                logger.exception("Alias watcher failed")
+            finally:
+                close_old_connections()
+
+    @staticmethod
+    def warm_once() -> None:
+        names = getattr(settings, "KYARA_WARM_ALIASES", ["default"])
+        for alias in ModelAlias.objects.select_related("version").filter(name__in=names):
+            if predictor_cache.peek(alias.version) is None:
+                try:
+                    predictor_cache.get(alias.version)
+                except ServiceError:
+                    pass  # recorded as unavailable; requests get the 503 with the reason
+
+
+alias_watcher = AliasWatcher()

@@ -1,0 +1,60 @@
+"""Reads of the registry: which version a request means, what is served, whether this process is ready."""
+from __future__ import annotations
+
+from apps.core.api import ServiceError
+
+from .models import AliasChange, ModelAlias, ModelVersion
+from .predictors import predictor_cache
+
+DEFAULT_ALIAS = "default"
+
+
+def model_resolve(name: str | None) -> tuple[ModelVersion, str | None]:
+    """An alias first, then a version name; ``(version, alias or None)``. One query in the usual case."""
+    name = (name or DEFAULT_ALIAS).strip()
+    alias = ModelAlias.objects.select_related("version").filter(name=name.lower()).first()
+    if alias is not None:
+        return alias.version, alias.name
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is not None:
+        return version, None
+    if name == DEFAULT_ALIAS:
+        raise ServiceError("no_model", "No model is promoted yet: point the 'default' alias at a model version "
+                           "(manage.py set_alias default VERSION, the admin, or POST /api/v1/aliases/default/set/).",
+                           status_code=503)
+    known = sorted(ModelAlias.objects.values_list("name", flat=True))
+    raise ServiceError("unknown_model", f"No alias or model version named {name!r}. Aliases: "
+                       f"{', '.join(known) or 'none yet'}; GET /api/v1/models lists the versions.", status_code=404)
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """The scalar, top-level metrics (accuracy, mean per-class accuracy...), not per-class tables."""
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def aliases_map() -> dict[str, str]:
+    return dict(ModelAlias.objects.select_related("version").values_list("name", "version__name"))
+
+
+def alias_history(name: str, limit: int = 100):
+    return AliasChange.objects.filter(alias=name).select_related("from_version", "to_version", "actor")[:limit]
+
+
+def inference_health() -> dict:
+    """Live (this process answers) and ready (database up, a default model that is not known broken)."""
+    default, problem, database = None, "", "ok"
+    try:  # the readiness query is the database check too
+        alias = ModelAlias.objects.select_related("version__availability").filter(name=DEFAULT_ALIAS).first()
+    except Exception as exc:  # noqa: BLE001
+        alias, database = None, f"error: {exc}"
+    if database == "ok" and alias is None:
+        problem = "no model is promoted to 'default' yet"
+    elif alias is not None:
+        default = alias.version.name
+        availability = getattr(alias.version, "availability", None)
+        if availability is not None and not availability.available:
+            problem = f"{default} is unavailable: {availability.reason}"
+    loaded = predictor_cache.describe()
+    ready = database == "ok" and default is not None and not problem
+    return {"live": True, "ready": ready, "database": database, "default": default,
+            "problem": problem, "loaded_models": loaded}

@@ -1,0 +1,359 @@
+"""The fast predictor: image bytes in, class probabilities out. No Django here.
+
+What makes it fast on a small CPU (numbers in docs/research performance.md and bench/api.py):
+
+- JPEG decode with ``Image.draft`` (DCT-domain downscaling, ~2.4x cheaper than a full decode), then one
+  Pillow resize straight from the source crop box to the model's input (resize + center-crop in one
+  pass), and normalisation in numpy (single-threaded: small torch ops stall on a busy box);
+- one batched forward for a batch request, under ``torch.inference_mode`` with channels-last memory;
+- ONNX Runtime (fp32, numerically equal to eager PyTorch to ~1e-6) when it measurably wins, which
+  ``backend="auto"`` decides by timing both on this machine when the model loads. The exported graph is
+  cached on disk by the artifact's sha256, so a second process or restart skips the export.
+
+The eval transform is the classic one: short side to ``round(input_size * 256 / 224)``, center crop
+``input_size``, ImageNet-style normalisation from the artifact.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from torch import nn
+
+from .artifacts import ArtifactError, load_serving_artifact
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO"})
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is refused, never half-predicted
+BACKENDS = ("auto", "onnxruntime", "torch")
+# Agreement demanded of a faster backend with eager PyTorch before it is used (probabilities).
+AGREEMENT_TOLERANCE = 1e-4
+
+
+class InputRejected(Exception):
+    """An upload the predictor cannot use; ``reason`` is a stable code, ``message`` says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def resize_size(input_size: int) -> int:
+    """Short side before the center crop (256 for 224, the usual eval ratio)."""
+    return int(round(input_size * 256 / 224))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB: transparency over white, 16/32-bit greyscale stretched over its own range."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", img.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        span = float(values.max() - values.min()) or 1.0
+        img = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+                 SyntaxError, ValueError, EOFError, IndexError)
+
+
+def _decode_error(exc: Exception, max_pixels: int) -> InputRejected:
+    """What Pillow's exception means for the client."""
+    if isinstance(exc, UnidentifiedImageError):
+        return InputRejected("not_an_image", "The file is not an image (JPEG, PNG, WebP, GIF or BMP).")
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return InputRejected("too_many_pixels", f"The image has too many pixels; the limit is {max_pixels:,}.")
+    truncated = isinstance(exc, EOFError) or "truncated" in str(exc).lower()
+    reason = "truncated" if truncated else "corrupt"
+    return InputRejected(reason, f"The image could not be decoded ({reason}): {exc}")
+
+
+def _check_header(img: Image.Image, *, max_pixels: int, min_side: int) -> str:
+    """Format and size from the header alone, before a single pixel is decoded."""
+    fmt = img.format or ""
+    if fmt not in ALLOWED_FORMATS:
+        raise InputRejected("unsupported_format",
+                            f"Format {fmt or 'unknown'} is not accepted; send JPEG, PNG, WebP, GIF or BMP.")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise InputRejected("too_many_pixels",
+                            f"{width}×{height} is {width * height:,} pixels; the limit is {max_pixels:,}.")
+    if min(width, height) < min_side:
+        raise InputRejected("too_small",
+                            f"{width}×{height} is below the minimum of {min_side} pixels on the shorter side.")
+    return fmt
+
+
+def decode_for_model(data: bytes, *, input_size: int, max_pixels: int, min_side: int = 8) -> Image.Image:
+    """Validate and decode ``data`` into an ``input_size``² RGB crop, the eval transform's geometry.
+
+    The pixel count is checked from the header before anything is decoded, so a decompression bomb
+    costs nothing. Raises ``InputRejected`` with a reason code on every refusal.
+    """
+    if not data:
+        raise InputRejected("empty", "The file is empty.")
+    short = resize_size(input_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = _check_header(img, max_pixels=max_pixels, min_side=min_side)
+            if fmt in ("JPEG", "MPO"):
+                # DCT scaling: decode at 1/2, 1/4 or 1/8 while the short side stays >= ``short``.
+                img.draft("RGB", (short, short))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except InputRejected:
+        raise
+    except DECODE_ERRORS as exc:
+        raise _decode_error(exc, max_pixels) from None
+    # Resize the short side to ``short`` and center-crop ``input_size`` in one resample: the crop box is
+    # expressed in source pixels, so only the pixels that survive the crop are resampled.
+    width, height = img.size
+    scale = short / min(width, height)
+    new_w, new_h = max(short, round(width * scale)), max(short, round(height * scale))
+    left = (new_w - input_size) / 2 / scale
+    top = (new_h - input_size) / 2 / scale
+    side = input_size / scale
+    box = (left, top, left + side, top + side)
+    return img.resize((input_size, input_size), Image.Resampling.BILINEAR, box=box)
+
+
+class Normalizer:
+    """uint8 HWC crops → float32 NCHW batch, ``(x / 255 - mean) / std`` as one multiply-add."""
+
+    def __init__(self, normalization: dict) -> None:
+        mean = np.asarray(normalization.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)
+        std = np.asarray(normalization.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)
+        self.scale = (1.0 / (255.0 * std)).reshape(3, 1, 1).astype(np.float32)
+        self.bias = (-mean / std).reshape(3, 1, 1).astype(np.float32)
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        first = images[0]
+        batch = np.empty((len(images), 3, first.height, first.width), dtype=np.float32)
+        for i, img in enumerate(images):
+            batch[i] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        batch *= self.scale
+        batch += self.bias
+        return batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float64)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# --- Backends: float32 NCHW numpy batch → logits ----------------------------------------------------
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval().to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return self.model(x).float().numpy()
+
+
+def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
+    """Export with a dynamic batch axis. The TorchScript exporter takes ~1 s where the dynamo one takes
+    ~20 s for MobileNetV2, so it goes first; the dynamo exporter is the fallback."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    example = (torch.zeros(1, 3, input_size, input_size),)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+        except Exception as exc:  # noqa: BLE001 - the legacy exporter may be gone in a later torch
+            logger.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
+            program = torch.onnx.export(model, example, dynamo=True, opset_version=18,
+                                        input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+            program.save(str(tmp))
+    tmp.replace(path)  # atomic: a concurrent process never loads half a graph
+    return path
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        # InferenceSession.run is thread-safe: concurrent requests share one session.
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def _median_ms(fn, batch: np.ndarray, rounds: int) -> float:
+    fn(batch)  # warm-up (allocations, kernel choice)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn(batch)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+# --- The predictor -------------------------------------------------------------------------------
+
+@dataclass
+class Predictor:
+    """A loaded model with its labels and eval transform; thread-safe (no per-call state)."""
+
+    model: nn.Module
+    labels: list[str]
+    input_size: int
+    normalization: dict
+    backend: str = "auto"
+    threads: int = 1
+    onnx_path: Path | None = None  # where the exported graph is (or will be) cached
+    max_pixels: int = 40_000_000
+    min_side: int = 8
+    info: dict = field(default_factory=dict)  # chosen backend, timings that chose it, load time
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        self.normalize = Normalizer(self.normalization)
+        self.eager = TorchBackend(self.model)
+        self.forward = self._choose_backend()
+
+    def _choose_backend(self):
+        if self.backend == "torch":
+            self.info["backend"] = "torch"
+            return self.eager
+        try:
+            onnx = self._onnx_backend()
+            self._check_agreement(onnx)
+        except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks, a mismatch: eager still works
+            if self.backend == "onnxruntime":
+                raise
+            logger.warning("ONNX Runtime unavailable for this model (%s); serving with eager PyTorch", exc)
+            self.info.update(backend="torch", onnx_error=str(exc))
+            return self.eager
+        if self.backend == "onnxruntime":
+            self.info["backend"] = "onnxruntime"
+            return onnx
+        # auto: time both on this machine, batch 1, and keep the faster one.
+        probe = np.random.default_rng(0).standard_normal((1, 3, self.input_size, self.input_size), dtype=np.float32)
+        torch_ms = min(_median_ms(self.eager, probe, 3), _median_ms(self.eager, probe, 3))
+        onnx_ms = min(_median_ms(onnx, probe, 3), _median_ms(onnx, probe, 3))
+        chosen = onnx if onnx_ms < torch_ms else self.eager
+        self.info.update(backend=chosen.name, choice_ms={"torch": round(torch_ms, 3), "onnxruntime": round(onnx_ms, 3)})
+        return chosen
+
+    def _onnx_backend(self) -> OnnxBackend:
+        path = self.onnx_path
+        if path is None:
+            import tempfile
+
+            path = Path(tempfile.mkdtemp(prefix="kyara-onnx-")) / "model.onnx"
+        if not Path(path).is_file():
+            export_onnx(self.model, self.input_size, path)
+        try:
+            return OnnxBackend(path, threads=self.threads)
+        except Exception:  # noqa: BLE001 - a stale or damaged cached graph: export again once
+            export_onnx(self.model, self.input_size, path)
+            return OnnxBackend(path, threads=self.threads)
+
+    def _check_agreement(self, onnx: OnnxBackend) -> None:
+        probe = np.random.default_rng(1).standard_normal((2, 3, self.input_size, self.input_size), dtype=np.float32)
+        expected, got = softmax(self.eager(probe)), softmax(onnx(probe))
+        diff = float(np.abs(expected - got).max())
+        if diff > AGREEMENT_TOLERANCE or not np.array_equal(expected.argmax(1), got.argmax(1)):
+            raise RuntimeError(f"ONNX Runtime disagrees with eager PyTorch (max probability difference {diff:.2e})")
+        self.info["onnx_max_prob_diff"] = diff
+
+    @property
+    def backend_name(self) -> str:
+        return self.forward.name
+
+    def decode(self, data: bytes) -> Image.Image:
+        return decode_for_model(data, input_size=self.input_size, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def preprocess(self, images: list[bytes]) -> np.ndarray:
+        return self.normalize([self.decode(data) for data in images])
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self.forward(batch))
+
+    def predict(self, images: list[bytes]) -> np.ndarray:
+        """Decode every image, then one batched forward; rows of class probabilities."""
+        return self.probabilities(self.preprocess(images))
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
+        k = max(1, min(k, len(self.labels)))
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        return [(self.labels[i], float(probabilities[i])) for i in order]
+
+    def warm_up(self) -> None:
+        """Run the first batches now, not on the first request after a promotion."""
+        for n in (1, 2):
+            self.forward(np.zeros((n, 3, self.input_size, self.input_size), dtype=np.float32))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_predictor(
+    path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1,
+    onnx_cache_dir: Path | None = None, max_pixels: int = 40_000_000, min_side: int = 8,
+) -> Predictor:
+    """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be."""
+    started = time.perf_counter()
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"The artifact file {path} is missing.")
+    sha = file_sha256(path)
+    if expected_sha256 and sha != expected_sha256:
+        raise ArtifactError(
+            f"The artifact {path.name} is corrupt: its sha256 is {sha[:12]}…, the registry expects "
+            f"{expected_sha256[:12]}…. Re-register or restore the file."
+        )
+    model, meta = load_serving_artifact(path)
+    onnx_path = Path(onnx_cache_dir) / f"{sha}.onnx" if onnx_cache_dir else None
+    predictor = Predictor(model=model, labels=meta.labels, input_size=meta.input_size,
+                          normalization=meta.normalization, backend=backend, threads=threads, onnx_path=onnx_path,
+                          max_pixels=max_pixels, min_side=min_side)
+    predictor.warm_up()
+    predictor.info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    predictor.info["sha256"] = sha
+    return predictor
