@@ -1,0 +1,160 @@
+"""Every hyperparameter of a training run, with the original system's values as defaults. No Django."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .architectures import architectures
+from .device import DEVICE_CHOICES, PRECISION_CHOICES
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("cosine", "none")
+MONITORS = ("val_accuracy", "val_loss")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; ``problems`` lists every reason, the message joins them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass
+class TrainConfig:
+    # Model
+    architecture: str = "mobilenet_v2"
+    weights: str = "none"  # none | imagenet | /path/to/weights.pth
+    image_size: int = 0  # 0: the architecture's own input size
+    # Optimisation (the original: batch 32, 100 epochs, Adam lr 1e-4, weight decay 1e-4, cosine annealing)
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    # Early stopping (the original: patience 10); 0 turns it off
+    patience: int = 10
+    monitor: str = "val_accuracy"
+    # Augmentation (the original: random flips, rotations and scaling)
+    scale_min: float = 0.6
+    hflip: float = 0.5
+    rotation: float = 15.0
+    color_jitter: float = 0.1
+    # Where and how
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: str = "auto"  # auto | on | off
+    workers: int = 1  # DataLoader workers; the decoded cache keeps one far ahead of the model
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form notes that travel with the run
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> TrainConfig:
+        """Build and validate; unknown keys and bad values are refused with every problem listed."""
+        data = dict(data or {})
+        known = {f.name: f for f in fields(cls)}
+        problems = [f"unknown setting {key!r} (known: {', '.join(sorted(known))})" for key in data if key not in known]
+        values = {}
+        for key, raw in data.items():
+            if key not in known:
+                continue
+            default = known[key].default
+            try:
+                values[key] = _coerce(raw, default)
+            except (TypeError, ValueError):
+                problems.append(f"{key} must be a {type(default).__name__}, got {raw!r}")
+        config = cls(**values)
+        problems += config.problems()
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.architecture not in architectures:
+            out.append(f"unknown architecture {self.architecture!r} (known: {', '.join(architectures.names())})")
+        if self.image_size and not 16 <= self.image_size <= 1024:
+            out.append(f"image_size must be between 16 and 1024 pixels, got {self.image_size}")
+        if self.epochs < 1:
+            out.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            out.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 < self.lr < 10:
+            out.append(f"lr must be a positive learning rate below 10, got {self.lr}")
+        if self.weight_decay < 0:
+            out.append(f"weight_decay cannot be negative, got {self.weight_decay}")
+        if 0 < self.lr < 10 and (self.min_lr < 0 or self.min_lr > self.lr):
+            out.append(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        if self.epochs >= 1 and not 0 <= self.warmup_epochs < self.epochs:
+            out.append(f"warmup_epochs must be between 0 and epochs - 1, got {self.warmup_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            out.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.patience < 0:
+            out.append(f"patience cannot be negative, got {self.patience}")
+        if not 0 < self.scale_min <= 1:
+            out.append(f"scale_min must be in (0, 1], got {self.scale_min}")
+        if not 0 <= self.hflip <= 1:
+            out.append(f"hflip is a probability in [0, 1], got {self.hflip}")
+        if not 0 <= self.rotation <= 180:
+            out.append(f"rotation must be 0-180 degrees, got {self.rotation}")
+        if not 0 <= self.color_jitter <= 1:
+            out.append(f"color_jitter must be in [0, 1], got {self.color_jitter}")
+        if self.workers < 0 or self.threads < 0:
+            out.append("workers and threads cannot be negative")
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
+                                     ("monitor", self.monitor, MONITORS), ("device", self.device, DEVICE_CHOICES),
+                                     ("precision", self.precision, PRECISION_CHOICES),
+                                     ("channels_last", self.channels_last, ("auto", "on", "off"))):
+            if value not in choices and not (name == "device" and str(value).startswith("cuda:")):
+                out.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        out += self._weights_problems()
+        return out
+
+    def _weights_problems(self) -> list[str]:
+        weights = (self.weights or "none").strip()
+        if weights.lower() in ("none", "imagenet"):
+            if weights.lower() == "imagenet" and self.architecture in architectures:
+                choices = architectures.get(self.architecture).weight_choices
+                if "imagenet" not in choices:
+                    return [f"architecture {self.architecture!r} has no ImageNet weights; use none or a local file"]
+            return []
+        if not Path(os.path.expanduser(weights)).is_file():
+            return [f"weights must be none, imagenet or the path of a local file; {weights!r} is not a file"]
+        return []
+
+    def resolved_image_size(self) -> int:
+        return self.image_size or architectures.get(self.architecture).input_size
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(raw, default):
+    if isinstance(default, bool):
+        if isinstance(raw, str):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return bool(raw)
+    if isinstance(default, int):
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(raw)
+        if isinstance(raw, bool):
+            raise TypeError(raw)
+        return int(raw)
+    if isinstance(default, float):
+        if isinstance(raw, bool):
+            raise TypeError(raw)
+        return float(raw)
+    if isinstance(default, str):
+        if not isinstance(raw, (str, int, float)):
+            raise TypeError(raw)
+        return str(raw)
+    if isinstance(raw, dict):
+        return raw
+    raise TypeError(raw)
