@@ -24,7 +24,9 @@ from ..selectors import near_duplicates_of_hash
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["new", "exact_duplicate", "near_duplicate", "refused"]
-NearDuplicatePolicy = Literal["keep", "refuse"]
+# keep: store it in the group of its near-duplicates; refuse: do not store it; skip: do not look
+# (bulk loads of trusted data: the freeze still checks near-duplicates among what it splits).
+NearDuplicatePolicy = Literal["keep", "refuse", "skip"]
 
 # What each path does with a near-duplicate when the caller does not say (the defaults).
 DEFAULT_NEAR_DUPLICATE_POLICY: dict[str, NearDuplicatePolicy] = {
@@ -101,8 +103,8 @@ def image_ingest(
         return IngestResult("refused", reason=rejected.reason, message=rejected.message)
 
     phash = to_signed(compute_phash(decoded.rgb))
-    near = near_duplicates_of_hash(phash)
     policy = near_duplicate_policy or DEFAULT_NEAR_DUPLICATE_POLICY.get(source_kind, "keep")
+    near = near_duplicates_of_hash(phash) if policy != "skip" else []
     if near and policy == "refuse":
         return IngestResult(
             "near_duplicate",
