@@ -273,6 +273,25 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update({
     "predict_user": env_str("KYARA_THROTTLE_PREDICT_USER", "6000/min"),
 })
 
+# --- Training ------------------------------------------------------------------------------------
+# Each job leaves a folder here (config.json, metrics.csv, last.pt, best.pt, train.log).
+KYARA_TRAINING_RUNS_DIR = ARTIFACTS_DIR / "training"
+# Serving artifacts of finished jobs (what ModelVersion.artifact points at).
+KYARA_TRAINING_MODELS_DIR = ARTIFACTS_DIR / "models"
+# Decoded uint8 images, reused by resumed and repeated jobs; empty turns the disk cache off.
+KYARA_TRAINING_DECODED_CACHE = env_str("KYARA_TRAINING_DECODED_CACHE", str(CACHE_DIR / "decoded"))
+# torch threads of a training process (0: torch's default, one per core).
+KYARA_TRAINING_THREADS = env_int("KYARA_TRAINING_THREADS", 0)
+# More than 1: the launcher starts the job under torchrun with this many processes (DDP).
+KYARA_TRAINING_PROCESSES = env_int("KYARA_TRAINING_PROCESSES", 1)
+# How often a training process looks for a cancel and writes its heartbeat and progress.
+KYARA_TRAINING_POLL_SECONDS = env_float("KYARA_TRAINING_POLL_SECONDS", 1.0)
+KYARA_TRAINING_HEARTBEAT_SECONDS = env_float("KYARA_TRAINING_HEARTBEAT_SECONDS", 5.0)
+# A running job without a heartbeat for this long (or whose process is gone) is marked lost.
+KYARA_TRAINING_LOST_AFTER = env_int("KYARA_TRAINING_LOST_AFTER", 300)
+# After a cancel, how long the launcher lets the process stop by itself before SIGTERM, then SIGKILL.
+KYARA_TRAINING_CANCEL_GRACE = env_float("KYARA_TRAINING_CANCEL_GRACE", 10.0)
+
 # --- Plugins -------------------------------------------------------------------------------------
 KYARA_SOURCE_ROOTS = json.loads(env_str("KYARA_SOURCE_ROOTS", "{}") or "{}")
 

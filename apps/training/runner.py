@@ -1,0 +1,150 @@
+"""What ``manage.py train_job ID`` does: turn a job row into an ``apps.ml.engine.fit`` call and its
+dicts back into rows. Runs in its own process (or one per rank under torchrun)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from apps.ml import distributed
+from apps.ml.checkpoints import LAST, load_checkpoint
+from apps.ml.config import TrainConfig
+from apps.ml.data import Sample
+from apps.ml.engine import Callbacks, export_best, fit
+
+from . import services
+from .models import TrainingJob
+
+logger = logging.getLogger(__name__)
+
+
+def _reader(name: str):
+    def read() -> bytes:
+        with default_storage.open(name, "rb") as handle:
+            return handle.read()
+
+    return read
+
+
+def job_samples(job: TrainingJob) -> tuple[list[str], dict[str, list[Sample]]]:
+    """Class names (character slugs, sorted) and the samples of each split, from the frozen manifest."""
+    items = list(job.dataset_version.items.select_related("image", "character").order_by("id"))
+    class_names = sorted({item.character.slug for item in items})
+    index = {slug: i for i, slug in enumerate(class_names)}
+    splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for item in items:
+        splits[item.split].append(Sample(key=item.image.file.name, label=index[item.character.slug],
+                                         read=_reader(item.image.file.name)))
+    return class_names, splits
+
+
+class JobReporter:
+    """The engine's callbacks: heartbeat, progress and cancel polling (rate-limited), epoch rows."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job = job
+        self.signalled: int | None = None
+        self.cancel_seen = False
+        self._last_poll = 0.0
+        self._last_beat = 0.0
+
+    def handle_signal(self, signum, _frame) -> None:
+        logger.warning("Training job %s got signal %s; stopping at the next step", self.job.pk, signum)
+        self.signalled = signum
+
+    def should_stop(self) -> bool:
+        if self.signalled is not None or self.cancel_seen:
+            return True
+        now = time.monotonic()
+        if now - self._last_poll >= settings.KYARA_TRAINING_POLL_SECONDS:
+            self._last_poll = now
+            self.cancel_seen = services.training_job_heartbeat(job=self.job)
+        return self.cancel_seen
+
+    def on_progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= settings.KYARA_TRAINING_HEARTBEAT_SECONDS:
+            self._last_beat = now
+            self.cancel_seen = services.training_job_heartbeat(job=self.job, progress=fraction) or self.cancel_seen
+
+    def on_start(self, info: dict) -> None:
+        services.training_job_started(job=self.job, info=info)
+
+    def on_epoch(self, row: dict) -> None:
+        services.training_job_record_epochs(job=self.job, rows=[row])
+        logger.info("job %s epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f, lr %.2e, %.1fs",
+                    self.job.pk, row["epoch"], row["train_loss"], row["train_accuracy"], row["val_loss"],
+                    row["val_accuracy"], row["lr"], row["seconds"])
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(on_start=self.on_start, on_epoch=self.on_epoch, on_progress=self.on_progress,
+                         should_stop=self.should_stop)
+
+
+def _restore_epoch_rows(job: TrainingJob, run_dir: Path) -> None:
+    """A process killed between its checkpoint and its row write: the checkpoint is the truth."""
+    state = load_checkpoint(run_dir / LAST)
+    services.training_job_record_epochs(job=job, rows=state["history"], keep_up_to=int(state["epoch"]))
+
+
+def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJob:
+    """Train job ``job_id`` in this process; every rank of a torchrun calls it, rank 0 reports."""
+    rank = distributed.env_info()
+    if rank.is_main:
+        job = services.training_job_claim(job_id=job_id, token=token, resume=resume)
+    else:
+        job = TrainingJob.objects.get(pk=job_id)
+    resume = resume or job.resume_requested
+    reporter = JobReporter(job)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        previous = {sig: signal.signal(sig, reporter.handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    started = time.perf_counter()
+    run_dir = job.run_path
+    try:
+        config = TrainConfig.from_dict(job.config)
+        if not config.threads and settings.KYARA_TRAINING_THREADS:
+            config.threads = settings.KYARA_TRAINING_THREADS
+        class_names, samples = job_samples(job)
+        if resume and rank.is_main:
+            _restore_epoch_rows(job, run_dir)
+        cache = Path(settings.KYARA_TRAINING_DECODED_CACHE) if settings.KYARA_TRAINING_DECODED_CACHE else None
+        result = fit(config, train=samples["train"], val=samples["val"], test=samples["test"],
+                     class_names=class_names, run_dir=run_dir, resume=resume, cache_dir=cache,
+                     callbacks=reporter.callbacks() if rank.is_main else None)
+        if not rank.is_main:
+            return job
+        elapsed = time.perf_counter() - started
+        if result["stop_reason"] == "cancelled":
+            if reporter.cancel_seen or _cancel_requested(job):
+                services.training_job_mark_cancelled(job=job, duration=elapsed)
+            else:
+                services.training_job_fail(job=job, error=f"Interrupted by signal {reporter.signalled}; resume the job "
+                                           "to continue from its last checkpoint.",
+                                           stop_reason=TrainingJob.StopReason.INTERRUPTED, duration=elapsed)
+        else:
+            result["duration_seconds"] = elapsed
+            path = settings.KYARA_TRAINING_MODELS_DIR / f"job-{job.pk}-{config.architecture}.pt"
+            exported = export_best(run_dir, path, metrics={k: result.get(k) for k in (
+                "best_val_accuracy", "best_epoch", "epochs_run", "test_accuracy") if result.get(k) is not None})
+            services.training_job_succeed(job=job, result=result, exported=exported)
+    except BaseException as exc:
+        if rank.is_main:
+            services.training_job_fail(job=job, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                                       duration=time.perf_counter() - started)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    job.refresh_from_db()
+    return job
+
+
+def _cancel_requested(job: TrainingJob) -> bool:
+    return TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
