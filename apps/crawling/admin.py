@@ -31,7 +31,8 @@ class CrawlJobForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["source"].choices = [(name, name) for name in sources.names()]
+        if "source" in self.fields:  # on the change page every field is read-only
+            self.fields["source"].choices = [(name, name) for name in sources.names()]
 
     def clean(self):
         data = super().clean()
