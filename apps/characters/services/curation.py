@@ -105,7 +105,7 @@ def image_relabel(
     *, image_ids: Iterable[int], character: Character | None, actor: AbstractBaseUser | None = None, reason: str = ""
 ) -> int:
     """Give images another character (or none). Files are never moved: the row is the truth."""
-    images = list(Image.objects.select_for_update().select_related("character").filter(pk__in=list(image_ids)))
+    images = list(Image.objects.select_for_update(of=("self",)).select_related("character").filter(pk__in=list(image_ids)))
     changed = [i for i in images if i.character_id != (character.pk if character else None)]
     _record(changed, kind=ImageEvent.Kind.LABEL, field="character", new_value=character, actor=actor,
             reason=reason, display=lambda c: c.slug)
