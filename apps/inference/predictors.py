@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from apps.core.api import ServiceError
 from apps.ml.artifacts import ArtifactError
@@ -50,6 +50,16 @@ def _character_info(labels: list[str]) -> dict[str, dict]:
 def unavailable(version: ModelVersion, reason: str) -> ServiceError:
     return ServiceError("model_unavailable", f"Model version {version.name} cannot serve: {reason}",
                         status_code=503, version=version.name)
+
+
+def _record(version: ModelVersion, **state) -> None:
+    """Availability is bookkeeping for /models and the admin: a busy database must not fail a load."""
+    from .services import model_availability_record
+
+    try:
+        model_availability_record(version=version, **state)
+    except DatabaseError as exc:
+        logger.warning("Could not record the availability of %s: %s", version.name, exc)
 
 
 class PredictorCache:
@@ -97,8 +107,6 @@ class PredictorCache:
             return entry
 
     def _load(self, version: ModelVersion, key: tuple) -> LoadedModel:
-        from .services import model_availability_record
-
         try:
             predictor = load_predictor(
                 version.artifact_path, expected_sha256=version.artifact_sha256,
@@ -116,10 +124,10 @@ class PredictorCache:
             with self._lock:
                 self._failures[key] = (time.monotonic(), reason)
                 self._load_locks.pop(key, None)
-            model_availability_record(version=version, available=False, reason=reason)
+            _record(version, available=False, reason=reason)
             raise unavailable(version, reason) from None
         entry = LoadedModel(version.pk, version.name, predictor, _character_info(predictor.labels))
-        model_availability_record(version=version, available=True, backend=predictor.backend_name)
+        _record(version, available=True, backend=predictor.backend_name)
         logger.info("Loaded model version %s (%s)", version.name, predictor.info)
         return entry
 

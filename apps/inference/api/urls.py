@@ -4,7 +4,8 @@ from rest_framework.routers import SimpleRouter
 from . import views
 
 # "/?": the paths have no trailing slash (POST /api/v1/predict), DRF's usually do; both work.
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
+router.trailing_slash = "/?"  # the constructor only knows "/" or ""
 router.register("models", views.ModelVersionViewSet, basename="modelversion")
 router.register("aliases", views.AliasViewSet, basename="modelalias")
 

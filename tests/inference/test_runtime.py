@@ -1,0 +1,141 @@
+"""The fast predictor (apps/ml/runtime.py): input validation, the eval transform, and agreement of the
+fast path with plain eager PyTorch (same top-1, probabilities within 1e-3)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from apps.ml.architectures import architectures
+from apps.ml.artifacts import ArtifactError
+from apps.ml.runtime import InputRejected, Predictor, decode_for_model, load_predictor, resize_size
+from tests.conftest import make_image_bytes
+
+from .conftest import LABELS, class_image_bytes
+
+
+def _decode(data, **kw):
+    return decode_for_model(data, input_size=kw.pop("input_size", 128), max_pixels=kw.pop("max_pixels", 10**7), **kw)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty"),
+    (b"this is a text file, not a picture", "not_an_image"),
+    (make_image_bytes(1, size=(200, 200), fmt="JPEG")[:600], "truncated"),
+    (make_image_bytes(2, size=(64, 64), fmt="TIFF"), "unsupported_format"),
+    (make_image_bytes(3, size=(4, 40), fmt="PNG"), "too_small"),
+])
+def test_bad_inputs_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(InputRejected) as caught:
+        _decode(data)
+    assert caught.value.reason == reason and caught.value.message
+
+
+def test_corrupt_jpeg_body_is_rejected():
+    data = bytearray(make_image_bytes(4, size=(200, 200), fmt="PNG"))
+    data[60:400] = bytes(340)  # zlib stream destroyed, header intact
+    with pytest.raises(InputRejected) as caught:
+        _decode(bytes(data))
+    assert caught.value.reason in {"corrupt", "truncated"}
+
+
+def test_too_many_pixels_is_refused_from_the_header():
+    with pytest.raises(InputRejected) as caught:
+        _decode(make_image_bytes(5, size=(300, 300), fmt="PNG"), max_pixels=300 * 299)
+    assert caught.value.reason == "too_many_pixels"
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("L", "PNG"), ("P", "GIF"), ("I;16", "PNG"), ("CMYK", "JPEG"),
+                                       ("RGB", "WEBP"), ("RGB", "BMP")])
+def test_any_mode_decodes_to_an_rgb_crop(mode, fmt):
+    crop = _decode(make_image_bytes(6, size=(150, 220), fmt=fmt, mode=mode), input_size=128)
+    assert crop.mode == "RGB" and crop.size == (128, 128)
+
+
+def test_draft_path_matches_torchvision_eval_transform_closely():
+    """Draft decoding is a different, equally smooth downscale: small mean pixel difference."""
+    arch = architectures.get("mobilenet_v2")
+    data = make_image_bytes(7, size=(512, 640), fmt="JPEG", quality=90)
+    ours = np.asarray(_decode(data, input_size=224), dtype=np.float32)
+    naive = T.Compose([T.Resize(resize_size(224)), T.CenterCrop(224)])(Image.open(io.BytesIO(data)).convert("RGB"))
+    diff = np.abs(ours - np.asarray(naive, dtype=np.float32))
+    assert arch.input_size == 224 and diff.mean() < 6, diff.mean()
+
+
+def _eager_probabilities(model, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+
+
+def test_onnx_runtime_agrees_with_eager_pytorch_on_a_trained_model(trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path)
+    assert predictor.backend_name == "onnxruntime"
+    images = [class_image_bytes(label, 40 + i) for i in range(3) for label in LABELS]
+    batch = predictor.preprocess(images)
+    fast, eager = predictor.probabilities(batch), _eager_probabilities(predictor.model, batch)
+    assert np.abs(fast - eager).max() < 1e-3
+    assert (fast.argmax(1) == eager.argmax(1)).all()
+    # ... and the trained model is meaningful: every picture comes back as its own class.
+    assert [LABELS[i] for i in fast.argmax(1)] == [label for _ in range(3) for label in LABELS]
+
+
+def test_fast_path_agrees_with_naive_torchvision_pipeline_on_top1(trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, onnx_cache_dir=tmp_path)
+    arch = architectures.get("simple")
+    naive = T.Compose([T.Resize(resize_size(arch.input_size)), T.CenterCrop(arch.input_size), T.ToTensor(),
+                       T.Normalize(**arch.normalization)])
+    images = [class_image_bytes(label, 60 + i) for i in range(2) for label in LABELS]
+    reference = torch.stack([naive(Image.open(io.BytesIO(d)).convert("RGB")) for d in images]).numpy()
+    assert (predictor.predict(images).argmax(1) == _eager_probabilities(predictor.model, reference).argmax(1)).all()
+
+
+def test_mobilenet_v2_onnx_agrees_with_eager(tmp_path):
+    torch.manual_seed(0)
+    model = architectures.get("mobilenet_v2").build(32, weights="none").eval()
+    predictor = Predictor(model=model, labels=[f"c{i}" for i in range(32)], input_size=224,
+                          normalization=architectures.get("mobilenet_v2").normalization, backend="onnxruntime",
+                          onnx_path=tmp_path / "m.onnx")
+    batch = predictor.preprocess([make_image_bytes(s, size=(300, 260), fmt="JPEG") for s in range(3)])
+    fast, eager = predictor.probabilities(batch), _eager_probabilities(model, batch)
+    assert np.abs(fast - eager).max() < 1e-3 and (fast.argmax(1) == eager.argmax(1)).all()
+
+
+def test_one_batched_forward_equals_single_forwards(trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, onnx_cache_dir=tmp_path)
+    images = [class_image_bytes(label, 80) for label in LABELS]
+    together = predictor.predict(images)
+    alone = np.concatenate([predictor.predict([data]) for data in images])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+def test_auto_backend_records_the_timings_that_chose_it(trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, backend="auto", onnx_cache_dir=tmp_path)
+    assert predictor.backend_name in {"onnxruntime", "torch"}
+    assert set(predictor.info["choice_ms"]) == {"torch", "onnxruntime"}
+    assert predictor.info["onnx_max_prob_diff"] < 1e-4
+
+
+def test_exported_graph_is_cached_by_artifact_sha(trained_artifacts, tmp_path):
+    first = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path)
+    cached = tmp_path / f"{first.info['sha256']}.onnx"
+    stamp = cached.stat().st_mtime_ns
+    load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path)
+    assert cached.stat().st_mtime_ns == stamp
+
+
+def test_torch_backend_serves_too(trained_artifacts):
+    predictor = load_predictor(trained_artifacts.v1, backend="torch")
+    probs = predictor.predict([class_image_bytes(LABELS[1], 90)])
+    assert predictor.backend_name == "torch" and LABELS[int(probs.argmax())] == LABELS[1]
+    assert predictor.top_k(probs[0], 99)[0][0] == LABELS[1] and len(predictor.top_k(probs[0], 99)) == 3
+
+
+def test_sha_mismatch_and_missing_file_are_artifact_errors(trained_artifacts, tmp_path):
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load_predictor(trained_artifacts.v1, expected_sha256="0" * 64)
+    with pytest.raises(ArtifactError, match="missing"):
+        load_predictor(tmp_path / "nope.pt")
