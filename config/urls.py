@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
 
 from apps.core.views import health
 
@@ -19,6 +20,7 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/auth/", include("rest_framework.urls")),
+    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("healthz", health, name="healthz"),
     path("", include("apps.inference.urls")),  # the original service's paths: /predict, /health, ...
     path("", include("apps.dashboard.urls")),
