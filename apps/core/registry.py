@@ -15,6 +15,14 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+_all_registries: list["Registry"] = []
+
+
+def all_registries() -> list["Registry"]:
+    """Every registry created in this process (the admin's plugin page lists them)."""
+    return list(_all_registries)
+
+
 class Registry(Generic[T]):
     """Register by name, get by name; unknown names fail with the list of known ones.
 
@@ -28,6 +36,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         self._lock = threading.Lock()
+        _all_registries.append(self)
 
     def register(self, name: str, obj: T | None = None, *, origin: str = "built-in") -> Any:
         if not name or not isinstance(name, str):

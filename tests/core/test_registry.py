@@ -5,7 +5,7 @@ import pytest
 from apps.core.plugins import load_entry_points, plugin_failures
 from apps.core.registry import Registry, RegistryError
 
-pytestmark = pytest.mark.no_scale
+
 
 
 def test_register_and_get_by_name():
@@ -60,3 +60,19 @@ def test_entry_point_plugins_load_and_a_broken_one_is_recorded_not_fatal(tmp_pat
     assert [f.name for f in failures] == ["broken"]
     assert "boom at import" in failures[0].error
     sys.modules.pop("kyara_fake_plugin", None)
+
+
+@pytest.mark.django_db
+def test_admin_plugin_page_shows_failures_and_registries(admin_client, tmp_path, monkeypatch):
+    (tmp_path / "kyara_admin_broken.py").write_text("raise ImportError('missing dependency foo')\n")
+    _write_plugin_dist(tmp_path, "kyara.admin_test", {"shaky": "kyara_admin_broken:x"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("gadget")
+    reg.register("builtin-gadget", object())
+    load_entry_points("kyara.admin_test", reg)
+    response = admin_client.get("/admin/plugins/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "shaky" in body and "missing dependency foo" in body
+    assert "builtin-gadget" in body
+    assert "/admin/plugins/" in admin_client.get("/admin/").content.decode()
