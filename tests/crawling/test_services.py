@@ -212,3 +212,21 @@ def test_crawl_command_unlabelled_and_errors(world, crawl_settings, character):
         call_command("crawl", "--source", "waifu_pics", "--character", "hu-tao", "--quota", "1")
     with pytest.raises(CommandError, match="No character"):
         call_command("crawl", "--source", "danbooru", "--character", "ghost", "--quota", "1")
+
+
+def test_a_job_whose_worker_died_is_marked_and_can_be_retried(crawl_settings, character):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.crawling.services import crawl_jobs_mark_stale
+
+    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    long_ago = timezone.now() - timedelta(hours=1)
+    CrawlJob.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
+    crawl_job_retry(job=job)  # a running job without a heartbeat is retryable
+    assert CrawlJob.objects.get(pk=job.pk).status == "queued"
+    CrawlJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=long_ago)
+    assert crawl_jobs_mark_stale() == 1
+    job.refresh_from_db()
+    assert (job.status, job.stop_reason) == ("failed", "worker_lost")

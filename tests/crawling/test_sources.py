@@ -148,3 +148,40 @@ def test_url_list_reads_a_local_file_below_the_root(world, crawl_settings, chara
     job = run_job("url_list", character, "list.txt")
     assert job.accepted == 2
     assert SeenPost.objects.filter(source="url_list").count() == 2
+
+
+def test_a_plugin_adapter_loads_from_entry_points_and_a_broken_one_is_recorded(monkeypatch, crawl_settings):
+    from apps.core import plugins
+    from apps.crawling.sources import Source, load_source_plugins
+    from apps.crawling.sources.http import Politeness
+
+    class TinySite(Source):
+        description = "a plugin"
+        default_root = "https://tiny.example"
+        politeness = Politeness(rate=0.5, concurrency=1)
+
+        def list(self, query, *, before=None):
+            yield [Candidate(post_id="1", url=f"{self.root}/1.png")]
+
+    class EntryPoint:
+        def __init__(self, name, value, target):
+            self.name, self.value, self.group, self._target = name, value, "kyara.sources", target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    fake = [EntryPoint("tiny_site", "tiny:TinySite", TinySite), EntryPoint("broken", "broken:X", ImportError("no"))]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: fake if group == "kyara.sources" else [])
+    try:
+        assert load_source_plugins() == ["tiny_site"]
+        adapter = build_source("tiny_site")
+        assert adapter.politeness.rate == 0.5 and next(iter(adapter.list("x")))[0].url == "https://tiny.example/1.png"
+        assert sources.origin("tiny_site") == "plugin tiny:TinySite"
+        from apps.crawling.selectors import source_registry_snapshot
+
+        rows = {row["name"]: row for row in source_registry_snapshot()}
+        assert rows["broken"]["error"].startswith("ImportError") and rows["tiny_site"]["error"] == ""
+    finally:
+        sources.unregister("tiny_site")
