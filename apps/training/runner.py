@@ -130,7 +130,7 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
                                            stop_reason=TrainingJob.StopReason.INTERRUPTED, duration=elapsed)
         else:
             result["duration_seconds"] = elapsed
-            path = settings.KYARA_TRAINING_MODELS_DIR / f"job-{job.pk}-{config.architecture}.pt"
+            path = settings.KYARA_TRAINING_MODELS_DIR / f"{run_dir.name}-{config.architecture}.pt"
             exported = export_best(run_dir, path, metrics={k: result.get(k) for k in (
                 "best_val_accuracy", "best_epoch", "epochs_run", "test_accuracy") if result.get(k) is not None})
             services.training_job_succeed(job=job, result=result, exported=exported)

@@ -68,7 +68,8 @@ def training_job_start(
     )
     job.full_clean()
     job.save()
-    job.run_dir = str(settings.KYARA_TRAINING_RUNS_DIR / f"job-{job.pk}")
+    # Unique even where ids are reused (a reset database), so no job ever meets another's checkpoints.
+    job.run_dir = str(settings.KYARA_TRAINING_RUNS_DIR / f"job-{job.pk}-{uuid.uuid4().hex[:8]}")
     job.log_path = str(Path(job.run_dir) / "train.log")
     if not job.name:
         job.name = f"{dataset_version.name} {train_config.architecture} #{job.pk}"

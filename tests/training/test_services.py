@@ -19,7 +19,7 @@ def test_start_stores_the_full_config_and_queues_one_launch(dataset_version, fas
         job = services.training_job_start(dataset_version=dataset_version, config={**fast_config, "epochs": 3})
     assert job.status == TrainingJob.Status.QUEUED and len(callbacks) == 1
     assert job.config["epochs"] == 3 and job.config["weight_decay"] == 1e-4 and job.config["patience"] == 10
-    assert job.run_dir.endswith(f"job-{job.pk}") and "simple" in job.name
+    assert f"/job-{job.pk}-" in job.run_dir and "simple" in job.name
 
 
 def test_a_bad_config_is_refused_with_a_clear_message(dataset_version):
