@@ -238,7 +238,10 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("KYARA_CORS_ALLOW_ALL", False)
 
-LOGIN_URL = "/admin/login/"
+# The pages' own log-in (apps/dashboard); the admin keeps its own.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
 
 # --- Images and ingest ---------------------------------------------------------------------------
 KYARA_MIN_IMAGE_SIDE = env_int("KYARA_MIN_IMAGE_SIDE", 64)
@@ -327,6 +330,21 @@ KYARA_CRAWL_PAGE_SIZE = env_int("KYARA_CRAWL_PAGE_SIZE", 100)
 KYARA_CRAWL_LOCAL_ROOT = Path(env_str("KYARA_CRAWL_LOCAL_ROOT", str(DATA_DIR / "incoming"))).resolve()
 # Sources a collection plan splits a character's quota over, when the caller names none.
 KYARA_CRAWL_PLAN_SOURCES = env_list("KYARA_CRAWL_PLAN_SOURCES", "safebooru,safebooru_donmai")
+
+# --- Evaluation ----------------------------------------------------------------------------------
+# A character with fewer evaluated images than this is flagged "low support" instead of tiered (with
+# 3 images accuracy still tells 0%, 33%, 67% and 100% apart, which the default tiers need).
+KYARA_EVAL_MIN_SUPPORT = env_int("KYARA_EVAL_MIN_SUPPORT", 3)
+# Images per forward pass of an evaluation (as /predict_batch), and how many are then timed one by one
+# (as /predict) for the per-image latency p50/p95.
+KYARA_EVAL_BATCH_SIZE = env_int("KYARA_EVAL_BATCH_SIZE", KYARA_PREDICT_BATCH_MAX)
+KYARA_EVAL_LATENCY_IMAGES = env_int("KYARA_EVAL_LATENCY_IMAGES", 200)
+KYARA_EVAL_CALIBRATION_BINS = env_int("KYARA_EVAL_CALIBRATION_BINS", 10)
+KYARA_EVAL_CONFUSED_PAIRS = env_int("KYARA_EVAL_CONFUSED_PAIRS", 20)
+# The suggested open-set threshold accepts this share of the correct answers on the val split.
+KYARA_EVAL_THRESHOLD_KEEP = env_float("KYARA_EVAL_THRESHOLD_KEEP", 0.95)
+# Evaluate every model version a training job registers, on this split (empty: off).
+KYARA_EVAL_AFTER_TRAINING_SPLIT = env_str("KYARA_EVAL_AFTER_TRAINING_SPLIT", "test")
 
 # --- Logging -------------------------------------------------------------------------------------
 LOGGING = {

@@ -1,0 +1,149 @@
+"""The pages through Django's test client: they render for anyone, staff actions are shown to staff
+only, and every action goes through its app's service."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["home", "predict", "dataset", "crawl-list", "training-list", "evaluation-list", "model-list"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_for_anyone_without_staff_actions(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'name="viewport"' in body and "Log in" in body
+    assert "Start a crawl" not in body and "Promote" not in body
+
+
+def test_the_old_json_api_keeps_its_root_paths(client):
+    assert reverse("predict") != "/predict" and reverse("model-list") != "/models"
+    assert client.get("/models").status_code == 200 and client.get("/models").json()["versions"] == []
+
+
+def test_log_in_and_out(client, staff_user):
+    response = client.post(reverse("login"), {"username": "curator", "password": "pw-curator"})
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+    assert "curator" in client.get(reverse("home")).content.decode()
+    assert client.post(reverse("logout")).status_code == 302
+    assert "Log in" in client.get(reverse("home")).content.decode()
+
+
+def test_staff_actions_need_staff(client, viewer, character):
+    from apps.crawling.models import CrawlJob
+
+    payload = {"source": "danbooru", "character": character.pk, "quota": 5}
+    response = client.post(reverse("crawl-start"), payload)
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    client.force_login(viewer)
+    assert client.post(reverse("crawl-start"), payload).status_code == 302
+    assert "Start a crawl" not in client.get(reverse("crawl-list")).content.decode()
+    assert not CrawlJob.objects.exists()
+
+
+def test_staff_starts_and_cancels_a_crawl(staff_client, staff_user, character):
+    from apps.crawling.models import CrawlJob
+
+    assert "Start a crawl" in staff_client.get(reverse("crawl-list")).content.decode()
+    response = staff_client.post(reverse("crawl-start"), {"source": "danbooru", "character": character.pk,
+                                                          "quota": 5, "query": ""})
+    job = CrawlJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("crawl-detail", args=[job.pk])
+    assert job.query == "hu_tao" and job.requested_by == staff_user and job.status == "queued"
+    detail = staff_client.get(response["Location"]).content.decode()
+    assert 'id="crawl-cancel"' in detail and 'data-field="accepted"' in detail
+    staff_client.post(reverse("crawl-cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    again = staff_client.post(reverse("crawl-cancel", args=[job.pk]), follow=True).content.decode()
+    assert "only queued or running jobs cancel" in again  # the service's refusal, shown on the page
+
+
+def test_a_refused_crawl_says_why_in_the_form(staff_client, cast):
+    slug = next(iter(cast))
+    response = staff_client.post(reverse("crawl-start"), {"source": "danbooru", "character": cast[slug].pk,
+                                                          "quota": 0})
+    assert response.status_code == 400 and "greater than or equal to 1" in response.content.decode()
+    # Waifu.pics images carry no label: the service refuses a character, and the form shows its message.
+    response = staff_client.post(reverse("crawl-start"), {"source": "waifu_pics", "character": cast[slug].pk,
+                                                          "quota": 3})
+    assert response.status_code == 400 and "carry no character label" in response.content.decode()
+
+
+def _training_job(status="queued", run_dir=""):
+    from apps.characters.models import DatasetVersion
+    from apps.training.models import TrainingJob
+
+    version = DatasetVersion.objects.create(name="v1", content_hash="x" * 64)
+    return TrainingJob.objects.create(name="v1 simple", dataset_version=version, status=status,
+                                      config={"architecture": "simple", "epochs": 3}, run_dir=str(run_dir))
+
+
+def test_training_cancel_and_a_refused_resume(staff_client, tmp_path):
+    job = _training_job(run_dir=tmp_path / "run")
+    page = staff_client.get(reverse("training-detail", args=[job.pk])).content.decode()
+    assert 'id="training-cancel"' in page and "architecture" in page
+    staff_client.post(reverse("training-cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    page = staff_client.get(reverse("training-detail", args=[job.pk])).content.decode()
+    assert 'id="training-resume"' not in page  # no checkpoint, nothing to resume from
+    refused = staff_client.post(reverse("training-resume", args=[job.pk]), follow=True).content.decode()
+    assert "no checkpoint to resume" in refused
+
+
+def test_anyone_sees_a_training_job_without_its_buttons(client):
+    job = _training_job(status="running")
+    page = client.get(reverse("training-detail", args=[job.pk])).content.decode()
+    assert "loss-chart" in page and 'id="training-cancel"' not in page
+    assert client.post(reverse("training-cancel", args=[job.pk])).status_code == 302
+    job.refresh_from_db()
+    assert job.status == "running"
+
+
+def test_dataset_page_counts_per_character(client, cast):
+    page = client.get(reverse("dataset")).content.decode()
+    assert "Hu Tao" in page and "Bocchi the Rock!" in page and "dataset-chart-data" in page
+    detail = client.get(reverse("character-detail", args=["genshin_hu_tao"])).content.decode()
+    assert detail.count("<figure>") == 2
+
+
+def test_predict_examples_are_approved_pictures(client, cast):
+    body = client.get(reverse("predict-examples"), {"characters": "genshin_ganyu,nobody"}).json()["characters"]
+    assert body["genshin_ganyu"]["name"] == "Ganyu" and len(body["genshin_ganyu"]["images"]) == 2
+    assert body["nobody"]["images"] == []
+
+
+def test_promote_and_roll_back_from_the_models_page(staff_client, served_model):
+    from apps.inference.models import AliasChange, ModelAlias
+    from apps.inference.services import model_version_register
+
+    v2 = model_version_register(name="simple-v2", architecture="simple", labels=served_model.labels,
+                                input_size=served_model.input_size, normalization=served_model.normalization,
+                                artifact=served_model.artifact_path)
+    page = staff_client.get(reverse("model-list")).content.decode()
+    assert "Promote" in page and 'data-rollback="default"' in page
+    response = staff_client.post(reverse("alias-set"), {"alias": "default", "version": "simple-v2", "why": "better"})
+    assert response.status_code == 302
+    assert ModelAlias.objects.get(name="default").version == v2
+    staff_client.post(reverse("alias-rollback", args=["default"]), {"why": "oops"})
+    assert ModelAlias.objects.get(name="default").version == served_model
+    assert list(AliasChange.objects.values_list("kind", flat=True)) == ["rollback", "set", "set"]
+    history = staff_client.get(reverse("model-list")).content.decode()
+    assert "oops" in history and "better" in history
+
+
+def test_the_chart_library_is_served_gzipped_and_cached(client):
+    from apps.dashboard.charts import plotly_version
+
+    url = reverse("plotly-js", kwargs={"version": plotly_version()})
+    response = client.get(url, HTTP_ACCEPT_ENCODING="gzip, br")
+    assert response.status_code == 200 and response["Content-Encoding"] == "gzip"
+    assert "immutable" in response["Cache-Control"]
+    assert b"plotly" in gzip.decompress(response.content)[:2000].lower()
+    assert client.get(reverse("plotly-js", kwargs={"version": "0.0.0"})).status_code == 404
