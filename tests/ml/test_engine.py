@@ -68,7 +68,7 @@ def test_warmup_then_cosine_schedule():
     config = TrainConfig.from_dict({"epochs": 10, "warmup_epochs": 2, "lr": 1.0, "min_lr": 0.1})
     factors = [lr_factor(config, e) for e in range(10)]
     assert factors[0] == pytest.approx(1 / 3) and factors[1] == pytest.approx(2 / 3) and factors[2] == pytest.approx(1.0)
-    assert all(a > b for a, b in zip(factors[2:], factors[3:]))
+    assert all(a > b for a, b in zip(factors[2:], factors[3:], strict=False))
     assert factors[-1] > 0.1
 
 
