@@ -37,13 +37,17 @@ def predictions(probabilities) -> np.ndarray:
 
 
 def top_k_accuracy(y_true, probabilities, k: int) -> float:
-    """Fraction of rows whose true class is among the ``k`` highest probabilities (stable for ties)."""
+    """Fraction of rows whose true class is among the ``k`` highest probabilities (stable for ties).
+
+    A true class of probability 0 is never a hit: with fewer than ``k`` classes it would otherwise count
+    a class the model cannot output (an all-zero column) as "in the top k"."""
     y, p = _as_arrays(y_true, probabilities)
     if not y.size:
         return 0.0
     k = max(1, min(k, p.shape[1]))
     order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    return float((order == y[:, None]).any(axis=1).mean())
+    possible = p[np.arange(y.size), y] > 0
+    return float(((order == y[:, None]).any(axis=1) & possible).mean())
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:

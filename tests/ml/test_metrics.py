@@ -71,6 +71,8 @@ def test_top_k_accuracy():
     assert metrics.top_k_accuracy(Y, P, 2) == pytest.approx(6 / 7)  # only row 5 misses (.90 .05 | true 2)
     assert metrics.top_k_accuracy(Y, P, 50) == 1.0
     assert metrics.top_k_accuracy([], np.zeros((0, 3)), 5) == 0.0
+    # A class the model cannot output (an all-zero column) is never "in the top k", even with k ≥ K.
+    assert metrics.top_k_accuracy([2, 0], [[0.6, 0.4, 0.0], [0.6, 0.4, 0.0]], 5) == 0.5
     # Ties are broken by column order, the same way for every row.
     assert metrics.top_k_accuracy([1], [[0.5, 0.5, 0.0]], 1) == 0.0
 

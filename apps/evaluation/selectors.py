@@ -1,0 +1,126 @@
+"""Reads: a run's collection plan, two runs compared, and the loop (accuracy across runs, images across
+dataset versions) per character."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db.models import Count, Q
+
+from apps.characters.models import Character, DatasetItem
+from apps.core.api import ServiceError
+
+from .models import CharacterResult, EvaluationRun
+
+HEADLINE = ("top1", "top5", "mean_per_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "ece",
+            "latency_p50_ms", "images_per_second")
+
+
+def collection_plan_rows(*, run: EvaluationRun, sources: list[str] | None = None,
+                         include_low_support: bool = False) -> list[dict]:
+    """Per tiered character: tier, accuracy, support, target, and the sources that have its tags.
+
+    Low-support characters are not tiered; with ``include_low_support`` they join the plan with the target
+    of the tier their accuracy would give (``provisional``). Most urgent tier first.
+    """
+    from apps.crawling.services import sources_for_character
+
+    condition = Q(tier__isnull=False)
+    if include_low_support:
+        condition |= Q(low_support=True, provisional_tier__isnull=False)
+    results = (run.characters.filter(condition).select_related("character__series")
+               .order_by("provisional_tier", "accuracy", "label"))
+    rows = []
+    for result in results:
+        character = result.character
+        rows.append({
+            "character": result.label, "name": character.name if character else result.label,
+            "tier": result.tier if result.tier is not None else result.provisional_tier,
+            "provisional": result.tier is None, "tier_name": result.tier_name or "low support",
+            "accuracy": result.accuracy, "support": result.support, "target": result.target,
+            "sources": sources_for_character(character, sources) if character else [],
+            "character_obj": character,
+        })
+    return rows
+
+
+def evaluation_runs_compare(*, base: EvaluationRun, other: EvaluationRun) -> dict:
+    """Headline deltas (other − base) and per-character accuracy deltas: which got better or worse."""
+    if base.split != other.split:
+        raise ServiceError("different_splits", f"Run {base.pk} is on {base.split} and run {other.pk} on "
+                           f"{other.split}; compare runs of the same split.")
+    before = {r.label: r for r in base.characters.all()}
+    after = {r.label: r for r in other.characters.all()}
+    rows = []
+    for label in sorted(set(before) | set(after)):
+        a, b = before.get(label), after.get(label)
+        acc_a = a.accuracy if a else None
+        acc_b = b.accuracy if b else None
+        if acc_a is None and acc_b is None:
+            continue  # support 0 in both: nothing was measured
+        if acc_a is None:
+            change, delta = "new", None
+        elif acc_b is None:
+            change, delta = "gone", None
+        else:
+            delta = acc_b - acc_a
+            change = "better" if delta > 0 else "worse" if delta < 0 else "same"
+        rows.append({"character": label, "before": acc_a, "after": acc_b, "delta": delta, "change": change,
+                     "support_before": a.support if a else 0, "support_after": b.support if b else 0,
+                     "tier_before": a.tier if a else None, "tier_after": b.tier if b else None})
+    rows.sort(key=lambda r: (r["delta"] is None, r["delta"] or 0, r["character"]))
+    counts = defaultdict(int)
+    for row in rows:
+        counts[row["change"]] += 1
+    headline = {}
+    for name in HEADLINE:
+        x, y = getattr(base, name), getattr(other, name)
+        headline[name] = {"before": x, "after": y, "delta": y - x if x is not None and y is not None else None}
+    return {"base": base.pk, "other": other.pk, "headline": headline, "counts": dict(counts), "characters": rows}
+
+
+def character_history(*, character_ids: list[int], split: str | None = None) -> dict[int, dict]:
+    """For each character: its accuracy in every succeeded run (oldest first) and its image count in every
+    dataset version (by split), so one can see whether collected images helped. Two queries."""
+    history: dict[int, dict] = {pk: {"runs": [], "dataset_versions": []} for pk in character_ids}
+    results = (CharacterResult.objects.filter(character_id__in=character_ids, run__status=EvaluationRun.Status.SUCCEEDED,
+                                              support__gt=0)
+               .order_by("run__created_at", "run_id")
+               .values("character_id", "run_id", "run__created_at", "run__split", "run__model_version__name",
+                       "run__dataset_version__name", "accuracy", "support", "tier"))
+    if split:
+        results = results.filter(run__split=split)
+    for row in results:
+        history[row["character_id"]]["runs"].append({
+            "run": row["run_id"], "at": row["run__created_at"], "split": row["run__split"],
+            "model_version": row["run__model_version__name"], "dataset_version": row["run__dataset_version__name"],
+            "accuracy": row["accuracy"], "support": row["support"], "tier": row["tier"]})
+    counts = (DatasetItem.objects.filter(character_id__in=character_ids)
+              .values("character_id", "version_id", "version__name", "version__created_at", "split")
+              .annotate(n=Count("id")).order_by("version__created_at", "version_id"))
+    versions: dict[tuple[int, int], dict] = {}
+    for row in counts:
+        key = (row["character_id"], row["version_id"])
+        entry = versions.get(key)
+        if entry is None:
+            entry = versions[key] = {"dataset_version": row["version__name"], "at": row["version__created_at"],
+                                     "train": 0, "val": 0, "test": 0, "total": 0}
+            history[row["character_id"]]["dataset_versions"].append(entry)
+        entry[row["split"]] = row["n"]
+        entry["total"] += row["n"]
+    return history
+
+
+def evaluation_loop(*, run: EvaluationRun) -> list[dict]:
+    """The loop for every character the run measured: its accuracy across runs of the same split and its
+    images across dataset versions."""
+    results = list(run.characters.filter(character__isnull=False, support__gt=0).order_by("label"))
+    history = character_history(character_ids=[r.character_id for r in results], split=run.split)
+    return [{"character": r.label, "accuracy": r.accuracy, "tier": r.tier, **history[r.character_id]}
+            for r in results]
+
+
+def character_slug_history(slug: str) -> dict:
+    character = Character.objects.filter(slug=slug).first()
+    if character is None:
+        raise ServiceError("unknown_character", f"No character {slug!r}.", status_code=404)
+    return {"character": slug, **character_history(character_ids=[character.pk])[character.pk]}

@@ -1,0 +1,396 @@
+"""Every state change of the evaluation app: create and run an evaluation, turn it into a collection plan.
+
+An evaluation predicts every image of a dataset version's split through the inference app's predictor
+(the serving path: the same decode, normalisation, backend and threads as ``/predict``), so its speed
+numbers are the service's. The class space is the model's labels followed by the split's characters the
+model does not know: those are counted wrong (the model cannot output them), and the model's classes the
+split lacks keep a row with support 0 (their false positives still count against precision).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from apps.characters.models import Character, DatasetItem, DatasetVersion
+from apps.characters.phash import near_pairs
+from apps.core.api import ServiceError
+from apps.core.queue import enqueue
+from apps.inference.models import ModelVersion
+from apps.ml import metrics
+from apps.ml.runtime import InputRejected
+
+from .models import DEFAULT_TIER_RULES, CharacterResult, EvaluationRun, TierRule
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK = "apps.evaluation.tasks.run_evaluation"
+SPLITS = tuple(DatasetItem.Split.values)
+LEAK_EXAMPLES = 50
+
+
+# --- Creating and running -------------------------------------------------------------------------
+
+def evaluation_run_check(*, dataset_version: DatasetVersion, split: str) -> None:
+    """Refuse a split that does not exist or holds no image (forms call it before creating anything)."""
+    if split not in SPLITS:
+        raise ServiceError("invalid_split", f"The split must be one of {', '.join(SPLITS)}, not {split!r}.")
+    if not DatasetItem.objects.filter(version=dataset_version, split=split).exists():
+        raise ServiceError("empty_split", f"Dataset version {dataset_version.name!r} has no {split} images; "
+                           f"freeze a version with a {split} fraction above 0.")
+
+
+@transaction.atomic
+def evaluation_run_create(
+    *, model_version: ModelVersion, dataset_version: DatasetVersion, split: str = "test",
+    origin: str = EvaluationRun.Origin.CLI, requested_by=None, training_job_id: int | None = None,
+    apply_threshold: bool = False, enqueue_run: bool = True,
+) -> EvaluationRun:
+    """Create a queued run and (after commit) hand it to a worker; ``enqueue_run=False`` leaves it to the caller."""
+    evaluation_run_check(dataset_version=dataset_version, split=split)
+    run = EvaluationRun(
+        model_version=model_version, dataset_version=dataset_version, split=split, origin=origin,
+        requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
+        training_job_id=training_job_id, apply_threshold=apply_threshold,
+    )
+    run.full_clean()
+    run.save()
+    if enqueue_run:
+        transaction.on_commit(lambda: enqueue(RUN_TASK, run.pk, group=f"evaluation-{run.pk}"))
+    return run
+
+
+def _claim(run_id: int) -> EvaluationRun | None:
+    with transaction.atomic():
+        run = EvaluationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != EvaluationRun.Status.QUEUED:
+            return None
+        run.status = EvaluationRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.save(update_fields=["status", "started_at", "updated_at"])
+        return run
+
+
+def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
+    """Run a queued evaluation here and now. A run already started or finished is left alone (``None``).
+
+    Any failure ends the run as failed with a message a person can act on; it is not raised.
+    """
+    run = _claim(run_id)
+    if run is None:
+        logger.warning("Evaluation %s not run: missing, or no longer queued", run_id)
+        return None
+    try:
+        _execute(run)
+    except Exception as exc:  # noqa: BLE001 - the run records every failure
+        message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, ServiceError):
+            logger.exception("Evaluation %s failed", run.pk)
+        EvaluationRun.objects.filter(pk=run.pk).update(status=EvaluationRun.Status.FAILED, error=message[:4000],
+                                                       finished_at=timezone.now(), updated_at=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+@dataclass
+class _SplitRows:
+    """One split of a dataset version, in item order, as plain columns."""
+
+    image_ids: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)
+    phash: list[int] = field(default_factory=list)
+    posts: list[tuple[str, str]] = field(default_factory=list)
+    slugs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, version: DatasetVersion, split: str) -> _SplitRows:
+        rows = cls()
+        for values in (DatasetItem.objects.filter(version=version, split=split).order_by("id").values_list(
+                "image_id", "image__file", "image__sha256", "image__phash", "image__source_site",
+                "image__source_post_id", "character__slug")):
+            image_id, name, sha, phash, site, post, slug = values
+            rows.image_ids.append(image_id)
+            rows.files.append(name)
+            rows.sha256.append(sha)
+            rows.phash.append(phash)
+            rows.posts.append((site, post))
+            rows.slugs.append(slug)
+        return rows
+
+
+@dataclass
+class _Predictions:
+    kept: list[int]  # indexes (into the split rows) of the images that were predicted
+    probabilities: np.ndarray  # len(kept) × model classes
+    rejected: list[dict]
+    seconds: float  # decode + forward, file reads excluded
+    latencies_ms: list[float]
+
+
+def _read(name: str) -> bytes:
+    with default_storage.open(name, "rb") as handle:
+        return handle.read()
+
+
+def _predict(predictor, files: list[str], *, batch_size: int, latency_images: int) -> _Predictions:
+    """Probabilities for every file through the serving path, in batches like ``/predict_batch``; then the
+    first ``latency_images`` again one by one, like ``/predict``, for per-image latency."""
+    kept, chunks, rejected, seconds, sample = [], [], [], 0.0, []
+    batch_size = max(1, batch_size)
+    for start in range(0, len(files), batch_size):
+        blobs = [(i, _read(files[i])) for i in range(start, min(start + batch_size, len(files)))]
+        began = time.perf_counter()
+        crops, indexes = [], []
+        for i, data in blobs:
+            try:
+                crops.append(predictor.decode(data))
+                indexes.append(i)
+            except InputRejected as exc:
+                rejected.append({"file": files[i], "reason": exc.reason, "message": exc.message})
+        if crops:
+            chunks.append(predictor.probabilities(predictor.normalize(crops)))
+        seconds += time.perf_counter() - began
+        kept.extend(indexes)
+        accepted = set(indexes)
+        sample.extend([data for i, data in blobs if i in accepted][:max(0, latency_images - len(sample))])
+    latencies = []
+    for data in sample:
+        began = time.perf_counter()
+        predictor.probabilities(predictor.normalize([predictor.decode(data)]))
+        latencies.append((time.perf_counter() - began) * 1000)
+    width = len(predictor.labels)
+    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
+    return _Predictions(kept, probabilities, rejected, seconds, latencies)
+
+
+def _device() -> str:
+    """The serving runtime's device: the CPU (the predictor runs there), by model name where known."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"cpu: {name or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"[:120]
+
+
+def tier_rules() -> list:
+    """The active rules by priority; the default plan while the table holds no rule at all."""
+    rules = list(TierRule.objects.all())
+    if not rules:
+        return [TierRule(**rule) for rule in DEFAULT_TIER_RULES]
+    return [rule for rule in rules if rule.active]
+
+
+def tier_for(accuracy: float | None, rules: list) -> TierRule | None:
+    if accuracy is None:
+        return None
+    return next((rule for rule in rules if rule.matches(accuracy)), None)
+
+
+def leak_check(*, evaluated: _SplitRows, reference: DatasetVersion, max_distance: int) -> dict:
+    """Exact (sha256), near (pHash within ``max_distance``) and same-post duplicates between the evaluated
+    images and ``reference``'s training split. ``leaked`` holds the evaluated indexes that leak."""
+    train = _SplitRows.load(reference, "train")
+    by_sha = {sha: i for i, sha in enumerate(train.sha256)}
+    posts = {post: i for i, post in enumerate(train.posts) if post[0] and post[1]}
+    examples, exact, near, same_post = [], set(), set(), set()
+
+    def example(kind: str, i: int, j: int, distance: int | None) -> None:
+        if len(examples) < LEAK_EXAMPLES:
+            examples.append({"kind": kind, "image": evaluated.image_ids[i], "train_image": train.image_ids[j],
+                             "character": evaluated.slugs[i], "train_character": train.slugs[j],
+                             "distance": distance})
+
+    for i, sha in enumerate(evaluated.sha256):
+        if sha in by_sha:
+            exact.add(i)
+            example("exact", i, by_sha[sha], 0)
+    n = len(evaluated.phash)
+    for a, b, distance in near_pairs(evaluated.phash + train.phash, max_distance):
+        if a < n <= b and a not in exact and a not in near:  # one side evaluated, the other training
+            near.add(a)
+            example("near", a, b - n, distance)
+    for i, post in enumerate(evaluated.posts):
+        if post in posts and i not in exact and i not in near:
+            same_post.add(i)
+            example("same_post", i, posts[post], None)
+    leaked = exact | near | same_post
+    return {"reference": f"{reference.name}/train", "checked": n, "training_images": len(train.image_ids),
+            "max_distance": max_distance, "exact": len(exact), "near": len(near), "same_post": len(same_post),
+            "leaked_images": len(leaked), "examples": examples, "leaked": sorted(leaked)}
+
+
+def _class_space(model_labels: list[str], split_slugs: list[str]) -> list[str]:
+    known = set(model_labels)
+    return list(model_labels) + sorted({slug for slug in split_slugs if slug not in known})
+
+
+def _threshold(run: EvaluationRun, loaded, evaluated_conf, evaluated_correct) -> dict:
+    """The open-set threshold from the val split of the dataset version the model was trained on (the
+    evaluated one when the registry does not say), reusing this run's pass when it *is* that split."""
+    reference = run.model_version.dataset_version or run.dataset_version
+    keep = settings.KYARA_EVAL_THRESHOLD_KEEP
+    if run.split == "val" and reference.pk == run.dataset_version_id:
+        confidence, correct = evaluated_conf, evaluated_correct
+    else:
+        val = _SplitRows.load(reference, "val")
+        if not val.files:
+            return {"reference": f"{reference.name}/val", "threshold": None,
+                    "why": "that split is empty: no threshold suggested"}
+        done = _predict(loaded.predictor, val.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE, latency_images=0)
+        index = {label: i for i, label in enumerate(loaded.predictor.labels)}
+        truth = np.array([index.get(val.slugs[i], -1) for i in done.kept])
+        correct = done.probabilities.argmax(axis=1) == truth if len(truth) else np.zeros(0, dtype=bool)
+        confidence = done.probabilities.max(axis=1) if len(truth) else np.zeros(0)
+    suggestion = metrics.suggest_threshold(confidence, correct, keep=keep)
+    if suggestion is None:
+        return {"reference": f"{reference.name}/val", "threshold": None, "keep": keep,
+                "why": "no answer on that split is correct: no threshold suggested"}
+    return {"reference": f"{reference.name}/val", **suggestion}
+
+
+def _threshold_apply(run: EvaluationRun, threshold: float | None) -> str:
+    """Set the model version's open-set threshold: always when the run was asked to, otherwise only while
+    the version has none (a threshold someone chose by hand is not overwritten).
+
+    The inference app has no service for this field yet, so it is one guarded UPDATE here."""
+    if threshold is None:
+        return "kept"
+    versions = ModelVersion.objects.filter(pk=run.model_version_id)
+    if not run.apply_threshold:
+        versions = versions.filter(confidence_threshold__isnull=True)
+    return "set" if versions.update(confidence_threshold=threshold, updated_at=timezone.now()) else "kept"
+
+
+def _execute(run: EvaluationRun) -> None:
+    from apps.inference.predictors import predictor_cache
+
+    version = run.model_version
+    loaded = predictor_cache.get(version)  # ServiceError (503) with the reason when it cannot serve
+    predictor = loaded.predictor
+    rows = _SplitRows.load(run.dataset_version, run.split)
+    if not rows.files:
+        raise ServiceError("empty_split", f"{run.dataset_version.name} has no {run.split} images.")
+    done = _predict(predictor, rows.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE,
+                    latency_images=settings.KYARA_EVAL_LATENCY_IMAGES)
+    if not done.kept:
+        raise ServiceError("nothing_predicted", f"None of the {len(rows.files)} images could be decoded; "
+                           f"first refusal: {done.rejected[0]['message'] if done.rejected else '?'}")
+    labels = _class_space(list(predictor.labels), rows.slugs)
+    column = {label: i for i, label in enumerate(labels)}
+    y_true = np.array([column[rows.slugs[i]] for i in done.kept], dtype=np.int64)
+    probabilities = np.zeros((len(done.kept), len(labels)), dtype=np.float64)
+    probabilities[:, :done.probabilities.shape[1]] = done.probabilities
+    result = metrics.evaluate_probabilities(y_true, probabilities, bins=settings.KYARA_EVAL_CALIBRATION_BINS,
+                                            pairs=settings.KYARA_EVAL_CONFUSED_PAIRS)
+    correct = np.asarray(result["predicted"]) == y_true
+
+    reference = version.dataset_version or run.dataset_version
+    if run.split == "train" and reference.pk == run.dataset_version_id:
+        leaks = {"reference": f"{reference.name}/train", "skipped": "the evaluated split is the training split"}
+    else:
+        leaks = leak_check(evaluated=rows, reference=reference, max_distance=settings.KYARA_NEAR_DUPLICATE_DISTANCE)
+        leaked = set(leaks.pop("leaked"))
+        clean = [k for k, i in enumerate(done.kept) if i not in leaked]
+        leaks["accuracy_without_leaks"] = float(correct[clean].mean()) if clean else None
+
+    threshold = _threshold(run, loaded, np.asarray(result["confidence"]), correct)
+    threshold["model_version_threshold"] = _threshold_apply(run, threshold.get("threshold"))
+
+    batched = done.seconds and len(done.kept) / done.seconds
+    single = metrics.latency_summary(done.latencies_ms)
+    speed = {"batch_size": settings.KYARA_EVAL_BATCH_SIZE, "batched_images_per_second": batched,
+             "single": single, "backend": predictor.backend_name, "threads": settings.KYARA_INFERENCE_THREADS,
+             "what": "decode + preprocess + forward from the image bytes, as /predict; file reads excluded"}
+
+    notes = _notes(run, reference, labels, predictor.labels, rows, done, leaks)
+    characters = {c.slug: c for c in Character.objects.filter(slug__in=labels)}
+    model_labels = set(predictor.labels)
+    rules, min_support = tier_rules(), settings.KYARA_EVAL_MIN_SUPPORT
+    results = []
+    for label, row in zip(labels, result["per_class"], strict=True):
+        low = 0 < row["support"] < min_support
+        rule = tier_for(row["accuracy"], rules)
+        mistaken = row["mistaken_for"]
+        results.append(CharacterResult(
+            run=run, character=characters.get(label), label=label, support=row["support"],
+            predicted=row["predicted"], correct=row["correct"], accuracy=row["accuracy"],
+            precision=row["precision"], recall=row["recall"], f1=row["f1"],
+            mistaken_for=labels[mistaken] if mistaken is not None else "", mistaken_count=row["mistaken_count"],
+            in_model=label in model_labels, in_split=row["support"] > 0, low_support=low,
+            tier=None if low or rule is None else rule.priority, tier_name="" if low or rule is None else rule.name,
+            provisional_tier=rule.priority if rule else None, target=rule.images if rule else 0,
+        ))
+    pairs = [{"true": labels[p["true"]], "predicted": labels[p["predicted"]], "count": p["count"],
+              "share": p["share"]} for p in result["confused_pairs"]]
+    with transaction.atomic():
+        CharacterResult.objects.filter(run=run).delete()
+        CharacterResult.objects.bulk_create(results)
+        EvaluationRun.objects.filter(pk=run.pk).update(
+            status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now(), updated_at=timezone.now(), error="",
+            images=result["images"], top1=result["top1"], top5=result["top5"],
+            mean_per_class_accuracy=result["mean_per_class_accuracy"], macro_precision=result["macro_precision"],
+            macro_recall=result["macro_recall"], macro_f1=result["macro_f1"], ece=result["ece"],
+            suggested_threshold=threshold.get("threshold"), latency_p50_ms=single["p50_ms"],
+            latency_p95_ms=single["p95_ms"], images_per_second=batched or None, device=_device(),
+            backend=predictor.backend_name, labels=labels, confusion_matrix=result["confusion_matrix"],
+            confused_pairs=pairs, reliability=result["reliability"], threshold=threshold, speed=speed,
+            leak_report=leaks, notes=notes,
+        )
+
+
+def _notes(run, reference, labels, model_labels, rows, done, leaks) -> list[str]:
+    notes = []
+    if leaks.get("leaked_images"):
+        notes.append(f"LEAK: {leaks['leaked_images']} of {leaks['checked']} evaluated images have a copy in "
+                     f"{leaks['reference']} ({leaks['exact']} exact, {leaks['near']} near, {leaks['same_post']} "
+                     "same post); the numbers are optimistic.")
+    if reference.pk != run.dataset_version_id:
+        notes.append(f"The model was trained on {reference.name}; this run evaluates {run.dataset_version.name}.")
+    unknown = labels[len(model_labels):]
+    if unknown:
+        notes.append(f"{len(unknown)} character(s) of the split are unknown to the model and count as wrong: "
+                     f"{', '.join(unknown[:20])}{' …' if len(unknown) > 20 else ''}.")
+    absent = sorted(set(model_labels) - set(rows.slugs))
+    if absent:
+        notes.append(f"{len(absent)} class(es) of the model have no {run.split} images (support 0, not tiered): "
+                     f"{', '.join(absent[:20])}{' …' if len(absent) > 20 else ''}.")
+    if done.rejected:
+        notes.append(f"{len(done.rejected)} image(s) could not be decoded and were left out; first: "
+                     f"{done.rejected[0]['file']} ({done.rejected[0]['message']}).")
+    return notes
+
+
+# --- Collection plans -------------------------------------------------------------------------------
+
+def evaluation_plan_create(*, run: EvaluationRun, requested_by=None, sources: list[str] | None = None,
+                           include_low_support: bool = False) -> list:
+    """Crawl jobs for the run's tiered characters through the crawling app's collection-plan service."""
+    from apps.crawling.services import collection_plan_create
+
+    from .selectors import collection_plan_rows
+
+    if run.status != EvaluationRun.Status.SUCCEEDED:
+        raise ServiceError("not_evaluated", f"Evaluation {run.pk} is {run.status}; plan from a succeeded run.",
+                           status_code=409)
+    rows = [row for row in collection_plan_rows(run=run, sources=sources, include_low_support=include_low_support)
+            if row["character_obj"] is not None and row["target"] > 0]
+    with transaction.atomic():
+        jobs = collection_plan_create(targets=[(row["character_obj"], row["target"]) for row in rows],
+                                      requested_by=requested_by, sources=sources)
+        EvaluationRun.objects.filter(pk=run.pk).update(plan={
+            "created_at": timezone.now().isoformat(), "jobs": [job.pk for job in jobs],
+            "targets": {row["character"]: row["target"] for row in rows},
+            "without_source": [row["character"] for row in rows if not row["sources"]],
+        })
+    return jobs
