@@ -9,12 +9,28 @@ from .predictors import predictor_cache
 DEFAULT_ALIAS = "default"
 
 
+_versions: dict[int, ModelVersion] = {}  # per process: id → row, refreshed whenever updated_at moves
+
+
+def _version(pk: int, updated_at) -> ModelVersion:
+    cached = _versions.get(pk)
+    if cached is None or cached.updated_at != updated_at:
+        cached = _versions[pk] = ModelVersion.objects.get(pk=pk)
+    return cached
+
+
 def model_resolve(name: str | None) -> tuple[ModelVersion, str | None]:
-    """An alias first, then a version name; ``(version, alias or None)``. One query in the usual case."""
+    """An alias first, then a version name; ``(version, alias or None)``.
+
+    On the hot path this is one narrow query (alias → version id and its updated_at): compiling the full
+    joined row for every request cost more than the cache hit it serves. The row itself is kept per
+    process and re-read only when it changes, so an alias move is seen by the very next request.
+    """
     name = (name or DEFAULT_ALIAS).strip()
-    alias = ModelAlias.objects.select_related("version").filter(name=name.lower()).first()
-    if alias is not None:
-        return alias.version, alias.name
+    row = ModelAlias.objects.filter(name=name.lower()).values_list("version_id", "version__updated_at")[:1]
+    if row:
+        pk, updated_at = row[0]
+        return _version(pk, updated_at), name.lower()
     version = ModelVersion.objects.filter(name=name).first()
     if version is not None:
         return version, None

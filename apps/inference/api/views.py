@@ -36,7 +36,12 @@ class PredictAnonThrottle(AnonRateThrottle):
 
 
 class PredictUserThrottle(UserRateThrottle):
+    """Signed-in clients only; anonymous ones are counted once, by PredictAnonThrottle."""
+
     scope = "predict_user"
+
+    def get_cache_key(self, request, view):
+        return super().get_cache_key(request, view) if request.user and request.user.is_authenticated else None
 
 
 def _uploads(request, field: str, limit: int) -> list[Upload]:
