@@ -55,6 +55,11 @@
     return (Number(value) * 100).toFixed(digits === undefined ? 1 : digits) + "%";
   }
 
+  /* An ISO timestamp from the API as the pages print it (UTC, to the second). */
+  function time(iso) {
+    return String(iso).replace("T", " ").replace(/\.\d+/, "").replace(/(Z|[+-]00:00)$/, "");
+  }
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -78,6 +83,7 @@
       if (!(name in data)) return;
       let value = data[name];
       if (node.dataset.format === "pct") value = pct(value);
+      else if (node.dataset.format === "time" && value) value = time(value);
       else if (value === null || value === "") value = "—";
       const text = String(value);
       if (node.textContent !== text) {
@@ -120,5 +126,5 @@
     node.dataset.drawn = "true";
   }
 
-  window.Kyara = { cookie, getJSON, postForm, poll, pct, el, fill, chart, phone };
+  window.Kyara = { cookie, getJSON, postForm, poll, pct, time, el, fill, chart, phone };
 })();

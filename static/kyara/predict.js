@@ -59,7 +59,7 @@
     });
     body.append(el("p", { class: "meta" },
       `${file.name} · model ${model.version}${model.alias ? " (" + model.alias + ")" : ""}` +
-      `${model.backend ? " · " + model.backend : ""} · ${answer.time_ms} ms${answer.cached ? " · cached" : ""}`));
+      `${model.backend ? " · " + model.backend : ""} · ${Number(answer.time_ms).toFixed(1)} ms${answer.cached ? " · cached" : ""}`));
     const examples = el("div", { class: "examples", "data-character": top.slug || "" });
     return el("article", { class: "card result", "data-file": file.name }, preview, body, examples);
   }
