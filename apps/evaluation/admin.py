@@ -5,7 +5,7 @@ from apps.characters.models import DatasetItem
 from apps.core.api import ServiceError
 
 from . import services
-from .models import CharacterResult, EvaluationRun, TierRule
+from .models import URGENT_FIRST, CharacterResult, EvaluationRun, TierRule
 
 
 @admin.register(TierRule)
@@ -24,7 +24,7 @@ class CharacterResultInline(admin.TabularInline):
     fields = ["label", "support", "correct", "accuracy", "precision", "f1", "mistaken_for", "tier", "target",
               "low_support", "in_model"]
     readonly_fields = fields
-    ordering = ["provisional_tier", "accuracy", "label"]
+    ordering = URGENT_FIRST
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -114,6 +114,10 @@ class EvaluationRun(TimeStampedModel):
         return int((self.leak_report or {}).get("leaked_images", 0))
 
 
+# Most urgent first: by (provisional) tier, then lowest accuracy; untiered and unmeasured rows last.
+URGENT_FIRST = (models.F("provisional_tier").asc(nulls_last=True), models.F("accuracy").asc(nulls_last=True), "label")
+
+
 class CharacterResult(models.Model):
     """One character's row in a run. A class of the model the split does not hold has support 0."""
 

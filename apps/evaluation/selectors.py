@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 from apps.characters.models import Character, DatasetItem
 from apps.core.api import ServiceError
 
-from .models import CharacterResult, EvaluationRun
+from .models import URGENT_FIRST, CharacterResult, EvaluationRun
 
 HEADLINE = ("top1", "top5", "mean_per_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "ece",
             "latency_p50_ms", "images_per_second")
@@ -28,7 +28,7 @@ def collection_plan_rows(*, run: EvaluationRun, sources: list[str] | None = None
     if include_low_support:
         condition |= Q(low_support=True, provisional_tier__isnull=False)
     results = (run.characters.filter(condition).select_related("character__series")
-               .order_by("provisional_tier", "accuracy", "label"))
+               .order_by(*URGENT_FIRST))
     rows = []
     for result in results:
         character = result.character

@@ -62,6 +62,19 @@ def store_image(*, label: int, seed: int, character, phash: int | None = None, d
                                 character=character, status="approved", source_kind="import")
 
 
+def scatter_phashes(version) -> None:
+    """Give a version's images pseudo-random pHashes (the training tests' builder uses the seed itself, so
+    all its images look like near-duplicates of each other)."""
+    from apps.characters.models import Image
+    from apps.characters.phash import bands, to_signed
+
+    for image in Image.objects.filter(dataset_items__version=version).distinct():
+        value = int(hashlib.sha256(f"scatter{image.sha256}".encode()).hexdigest()[:16], 16)
+        b = bands(value)
+        Image.objects.filter(pk=image.pk).update(phash=to_signed(value), phash_b0=b[0], phash_b1=b[1],
+                                                 phash_b2=b[2], phash_b3=b[3])
+
+
 def make_characters(slugs):
     from apps.characters.models import Character, Series
 

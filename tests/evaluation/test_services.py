@@ -7,7 +7,7 @@ from apps.evaluation import selectors, services
 from apps.evaluation.models import DEFAULT_TIER_RULES, EvaluationRun, TierRule
 from apps.inference.models import ModelVersion
 
-from .conftest import make_characters, make_version, register_rigged, softmax, store_image
+from .conftest import make_version, register_rigged, softmax, store_image
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from apps.core.api import ServiceError
 from apps.core.permissions import IsStaffOrReadOnly
 
 from .. import selectors, services
-from ..models import EvaluationRun, TierRule
+from ..models import URGENT_FIRST, EvaluationRun, TierRule
 from .serializers import (
     CharacterResultSerializer,
     EvaluationRunCreateSerializer,
@@ -50,7 +50,7 @@ class EvaluationRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     @action(detail=True, methods=["get"])
     def characters(self, request, pk=None):
         """Per-character rows, most urgent tier first, then lowest accuracy."""
-        rows = self.get_object().characters.order_by("provisional_tier", "accuracy", "label")
+        rows = self.get_object().characters.order_by(*URGENT_FIRST)
         return Response(CharacterResultSerializer(rows, many=True).data)
 
     @extend_schema(parameters=[OpenApiParameter("with", int, required=True, description="The other run's id")],

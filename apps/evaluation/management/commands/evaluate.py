@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.characters.models import DatasetVersion
 from apps.core.api import ServiceError
 from apps.evaluation.api.serializers import run_summary
-from apps.evaluation.models import EvaluationRun
+from apps.evaluation.models import URGENT_FIRST, EvaluationRun
 from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
 from apps.inference.selectors import model_resolve
 
@@ -72,7 +72,7 @@ class Command(BaseCommand):
         for note in run.notes:
             out(f"note: {note}")
         out(f"{'character':40} {'support':>7} {'acc':>6} {'F1':>6}  tier  mistaken for")
-        for row in run.characters.order_by("provisional_tier", "accuracy", "label"):
+        for row in run.characters.order_by(*URGENT_FIRST):
             if not row.support:
                 continue
             tier = f"P{row.tier}" if row.tier else ("low" if row.low_support else "-")

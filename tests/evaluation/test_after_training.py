@@ -1,0 +1,76 @@
+"""Every successful training job leaves an evaluation: a real tiny training job, then its automatic run."""
+from io import StringIO
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+
+from apps.evaluation import services
+from apps.evaluation.models import EvaluationRun
+from apps.training import services as training
+from apps.training.models import TrainingJob
+from tests.conftest import wait_for
+from tests.evaluation.conftest import register_rigged, scatter_phashes
+from tests.training.conftest import FAST, make_dataset_version
+
+
+def _check_automatic_run(job: TrainingJob) -> EvaluationRun:
+    run = EvaluationRun.objects.get(training_job_id=job.pk)
+    assert (run.origin, run.split, run.model_version_id) == ("training", "test", job.model_version_id)
+    assert run.status == EvaluationRun.Status.SUCCEEDED, run.error
+    assert run.dataset_version_id == job.dataset_version_id and run.images == 3 * 3
+    rows = list(run.characters.all())
+    assert sorted(r.label for r in rows) == ["char-0", "char-1", "char-2"]
+    rules = services.tier_rules()
+    for row in rows:  # tiered by the default rules, and only those
+        assert row.support == 3 and row.in_model and not row.low_support
+        expected = services.tier_for(row.accuracy, rules)
+        assert row.tier == (expected.priority if expected else None)
+    assert run.leak_report["leaked_images"] == 0 and run.latency_p50_ms > 0
+    # The open-set threshold chosen on val is the version's now.
+    job.model_version.refresh_from_db()
+    assert run.suggested_threshold is not None
+    assert job.model_version.confidence_threshold == pytest.approx(run.suggested_threshold)
+    return run
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_a_finished_training_job_is_evaluated_on_its_test_split(settings, django_capture_on_commit_callbacks):
+    settings.KYARA_RUN_TASKS_INLINE = True  # the queued evaluation runs right here
+    settings.KYARA_TRAINING_POLL_SECONDS = 0.0
+    version = make_dataset_version("v-auto", train=8, val=3, test=3)
+    scatter_phashes(version)
+    job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": 3}, launch=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("train_job", job.pk, stdout=StringIO())
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.SUCCEEDED, job.error
+    _check_automatic_run(job)
+
+
+@pytest.mark.django_db
+def test_no_evaluation_when_switched_off_or_without_test_images(settings, django_capture_on_commit_callbacks):
+    from apps.evaluation.receivers import evaluate_after_training
+
+    version = make_dataset_version("v-no-test", classes=2, train=2, val=1, test=0)
+    model = register_rigged("r", ["char-0", "char-1"], [1.0, 0.0], dataset_version=version)
+    job = training.training_job_start(dataset_version=version, config=FAST, launch=False)
+    evaluate_after_training(sender=TrainingJob, job=job, model_version=model)  # no test split: logged, no run
+    settings.KYARA_EVAL_AFTER_TRAINING_SPLIT = ""
+    evaluate_after_training(sender=TrainingJob, job=job, model_version=model)
+    assert not EvaluationRun.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.queue
+def test_a_real_worker_trains_then_evaluates(qcluster):
+    """Worker → training child process → training_job_succeeded (in the child) → queued → worker evaluates."""
+    version = make_dataset_version("v-worker-eval", train=8, val=3, test=3)
+    scatter_phashes(version)
+    job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": 2})
+    wait_for(lambda: EvaluationRun.objects.filter(training_job_id=job.pk, status__in=["succeeded", "failed"]).exists(),
+             timeout=300, message="the automatic evaluation")
+    job.refresh_from_db()
+    run = _check_automatic_run(job)
+    assert run.backend in ("torch", "onnxruntime") and django_settings.KYARA_EVAL_AFTER_TRAINING_SPLIT == "test"
