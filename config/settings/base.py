@@ -234,6 +234,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Collect, curate, train, evaluate and serve an anime-character recognizer.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a "status"; name their enums after the model so the schema stays readable.
+    "ENUM_NAME_OVERRIDES": {
+        "ImageStatusEnum": "apps.characters.models.Image.Status",
+        "JobStatusEnum": "apps.crawling.models.CrawlJob.Status",  # the same set as TrainingJob.Status
+        "EvaluationRunStatusEnum": "apps.evaluation.models.EvaluationRun.Status",
+    },
 }
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("KYARA_CORS_ALLOW_ALL", False)
