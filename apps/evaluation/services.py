@@ -272,6 +272,24 @@ def _threshold_apply(run: EvaluationRun, threshold: float | None) -> str:
     return "set" if versions.update(confidence_threshold=threshold, updated_at=timezone.now()) else "kept"
 
 
+def _version_metrics_record(run_id: int) -> bool:
+    """Put a test-split run's headline numbers on the model version (``metrics["accuracy"]`` is what the
+    promotion gate reads), when the run measured the version on its own dataset version (or the registry
+    does not say which one that is). The inference app has no service for this field either: one locked
+    read-modify-write of the JSON here, so the training app's keys stay."""
+    with transaction.atomic():
+        run = EvaluationRun.objects.select_related("model_version").get(pk=run_id)
+        version = ModelVersion.objects.select_for_update().get(pk=run.model_version_id)
+        own = version.dataset_version_id in (None, run.dataset_version_id)
+        if run.split != "test" or not own or run.status != EvaluationRun.Status.SUCCEEDED:
+            return False
+        numbers = {name: getattr(run, name) for name in ("top1", "top5", "mean_per_class_accuracy", "macro_f1", "ece")}
+        version.metrics = {**(version.metrics or {}), "accuracy": run.top1, **numbers, "evaluation_run": run.pk,
+                           "leaked_test_images": run.leaks}
+        version.save(update_fields=["metrics", "updated_at"])
+        return True
+
+
 def _execute(run: EvaluationRun) -> None:
     from apps.inference.predictors import predictor_cache
 
@@ -347,6 +365,7 @@ def _execute(run: EvaluationRun) -> None:
             confused_pairs=pairs, reliability=result["reliability"], threshold=threshold, speed=speed,
             leak_report=leaks, notes=notes,
         )
+    _version_metrics_record(run.pk)
 
 
 def _notes(run, reference, labels, model_labels, rows, done, leaks) -> list[str]:

@@ -87,6 +87,25 @@ def test_threshold_from_val_is_set_on_a_version_without_one(version, rigged):
     assert ModelVersion.objects.get(pk=rigged.pk).confidence_threshold == pytest.approx(p0, abs=1e-6)
 
 
+def test_a_test_run_puts_its_numbers_on_the_model_version_for_the_promotion_gate(version, rigged, settings):
+    from apps.core.api import ServiceError
+    from apps.inference.services import promotion_gate_check
+
+    ModelVersion.objects.filter(pk=rigged.pk).update(metrics={"best_val_accuracy": 0.9})
+    settings.KYARA_PROMOTION_MIN = 0.5
+    with pytest.raises(ServiceError, match="no 'accuracy' metric yet"):
+        promotion_gate_check(alias="default", version=ModelVersion.objects.get(pk=rigged.pk))
+    run = evaluate(rigged, version)
+    rigged.refresh_from_db()
+    assert rigged.metrics["accuracy"] == pytest.approx(1 / 3) and rigged.metrics["evaluation_run"] == run.pk
+    assert rigged.metrics["best_val_accuracy"] == 0.9 and rigged.metrics["leaked_test_images"] == 0
+    with pytest.raises(ServiceError, match="below the 0.5 required"):
+        promotion_gate_check(alias="default", version=rigged)
+    evaluate(rigged, version, split="val")  # a val run does not replace the test numbers
+    rigged.refresh_from_db()
+    assert rigged.metrics["evaluation_run"] == run.pk
+
+
 def test_evaluating_val_reuses_its_own_pass_for_the_threshold(version, rigged):
     run = evaluate(rigged, version, split="val")
     assert run.images == 6 and run.suggested_threshold == pytest.approx(float(softmax(LOGITS)[0]), abs=1e-6)
