@@ -1,6 +1,9 @@
 """Evaluation runs on the serving path, checked by hand against rigged models (constant answers)."""
+from io import StringIO
+
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 
 from apps.characters.phash import to_unsigned
 from apps.evaluation import selectors, services
@@ -215,6 +218,11 @@ def test_compare_two_runs(version, rigged):
     assert diff["counts"] == {"worse": 1, "better": 1, "same": 1}
     assert diff["headline"]["top1"]["delta"] == pytest.approx(0.0)
     assert [row["character"] for row in diff["characters"]][0] == "char-0"  # worst first
+    out = StringIO()
+    call_command("compare_evaluations", str(before.pk), str(after.pk), stdout=out)
+    assert "1 better, 1 same, 1 worse" in out.getvalue() and "char-0" in out.getvalue()
+    with pytest.raises(CommandError, match="No evaluation run"):
+        call_command("compare_evaluations", str(before.pk), "999999")
 
 
 def test_history_shows_accuracy_across_runs_and_images_across_versions(three_characters, version, rigged):
