@@ -1,6 +1,9 @@
 """Reads of the registry: which version a request means, what is served, whether this process is ready."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.cache import cache
+
 from apps.core.api import ServiceError
 
 from .models import AliasChange, ModelAlias, ModelVersion
@@ -19,18 +22,29 @@ def _version(pk: int, updated_at) -> ModelVersion:
     return cached
 
 
+def alias_key(name: str) -> str:
+    return f"kyara:inference:alias:{name}"
+
+
 def model_resolve(name: str | None) -> tuple[ModelVersion, str | None]:
     """An alias first, then a version name; ``(version, alias or None)``.
 
-    On the hot path this is one narrow query (alias → version id and its updated_at): compiling the full
-    joined row for every request cost more than the cache hit it serves. The row itself is kept per
-    process and re-read only when it changes, so an alias move is seen by the very next request.
+    The hot path touches no database: the alias → (version id, updated_at) pair lives in Django's cache
+    for ``KYARA_ALIAS_CACHE_SECONDS`` and is dropped by signals the moment an alias or version changes
+    (opening a SQLite connection per request cost more than a whole cached answer). The version row
+    is kept per process and re-read whenever its updated_at moves. A move made in another process with
+    a per-process cache (locmem) is seen within those seconds; with Redis at once.
     """
     name = (name or DEFAULT_ALIAS).strip()
-    row = ModelAlias.objects.filter(name=name.lower()).values_list("version_id", "version__updated_at")[:1]
-    if row:
-        pk, updated_at = row[0]
-        return _version(pk, updated_at), name.lower()
+    alias_name = name.lower()
+    pair = cache.get(alias_key(alias_name))
+    if pair is None:
+        row = ModelAlias.objects.filter(name=alias_name).values_list("version_id", "version__updated_at")[:1]
+        if row:
+            pair = tuple(row[0])
+            cache.set(alias_key(alias_name), pair, settings.KYARA_ALIAS_CACHE_SECONDS)
+    if pair is not None:
+        return _version(*pair), alias_name
     version = ModelVersion.objects.filter(name=name).first()
     if version is not None:
         return version, None

@@ -268,6 +268,9 @@ KYARA_PREDICTOR_RETRY_SECONDS = env_int("KYARA_PREDICTOR_RETRY_SECONDS", 30)  # 
 # Each server process re-reads these aliases every few seconds and loads what they point at (0: off).
 KYARA_WARM_ALIASES = env_list("KYARA_WARM_ALIASES", "default")
 KYARA_ALIAS_WATCH_SECONDS = env_int("KYARA_ALIAS_WATCH_SECONDS", 5)
+# How long a process may answer from a cached alias → version pair after a move made in another process
+# (moves in the same process, or any process with Redis, are seen at once).
+KYARA_ALIAS_CACHE_SECONDS = env_int("KYARA_ALIAS_CACHE_SECONDS", 2)
 # auto: ONNX Runtime when it agrees with eager PyTorch and is faster on this machine; or onnxruntime, torch.
 KYARA_INFERENCE_BACKEND = env_str("KYARA_INFERENCE_BACKEND", "auto")
 # Intra-op threads per model; 1 keeps latency steady on a small shared box (concurrent requests still

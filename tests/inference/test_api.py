@@ -49,7 +49,8 @@ def test_predict_by_version_name_alias_and_top_k(api_client, registry, class_ima
 
 
 def test_open_set_threshold_says_unknown_but_keeps_top_k(api_client, registry, class_images):
-    registry.v1.confidence_threshold = 1.01  # nothing reaches it
+    assert api_client.post("/api/v1/predict?top_k=2", {"file": upload(class_images[LABELS[0]])}).json()["unknown"] is False
+    registry.v1.confidence_threshold = 1.01  # nothing reaches it; seen at once, though the alias was cached
     registry.v1.save()
     body = api_client.post("/api/v1/predict", {"file": upload(class_images[LABELS[0]])}).json()
     assert body["unknown"] is True and body["label"] == "unknown" and body["threshold"] == 1.01
@@ -78,6 +79,13 @@ def test_cache_hit_then_expiry(api_client, registry, class_images, settings):
     assert other_k["cached"] is False  # top_k is part of the key
     time.sleep(1.2)
     assert api_client.post("/api/v1/predict", {"file": upload(data)}).json()["cached"] is False
+
+
+def test_a_cached_answer_needs_no_database(api_client, registry, class_images, django_assert_num_queries):
+    data = class_images[LABELS[0]]
+    api_client.post("/api/v1/predict", {"file": upload(data)})
+    with django_assert_num_queries(0):
+        assert api_client.post("/api/v1/predict", {"file": upload(data)}).json()["cached"] is True
 
 
 def test_batch_mixes_cached_and_fresh_results(api_client, registry, class_images):
