@@ -18,12 +18,15 @@ from apps.core.api import ServiceError
 from apps.crawling import services as crawling
 from apps.crawling.models import COUNTER_FIELDS, CrawlJob
 from apps.crawling.selectors import crawl_jobs_with_relations
+from apps.evaluation import services as evaluation
+from apps.evaluation.models import EvaluationRun
 from apps.inference import services as inference
 from apps.inference.models import AliasChange, ModelAlias, ModelVersion
 from apps.inference.selectors import metrics_summary
 from apps.training import services as training
 from apps.training.models import TrainingJob
 
+from . import evaluation as evaluation_pages
 from . import selectors
 from .charts import ChartLibraryMissing, plotly_js_bytes
 from .forms import AliasRollbackForm, AliasSetForm, CrawlStartForm
@@ -87,9 +90,7 @@ def predict_examples(request):
 
 def dataset(request):
     stats = dataset_stats()
-    from .evaluation import latest_character_metrics
-
-    quality = latest_character_metrics()
+    run, quality = evaluation_pages.latest_character_metrics()
     chart = {"characters": [], "approved": [], "pending": [], "rejected": []}
     for series in stats["series"]:
         for row in series["characters"]:
@@ -97,7 +98,7 @@ def dataset(request):
             chart["characters"].append(row["name"])
             for status in ("approved", "pending", "rejected"):
                 chart[status].append(row["status"].get(status, 0))
-    return render(request, "dashboard/dataset.html", {"stats": stats, "chart": chart, "has_quality": bool(quality)})
+    return render(request, "dashboard/dataset.html", {"stats": stats, "chart": chart, "run": run})
 
 
 def character_detail(request, slug: str):
@@ -245,4 +246,43 @@ def plotly_js(request, version: str):
 # --- Evaluation ----------------------------------------------------------------------------------
 
 def evaluation_list(request):
-    return render(request, "dashboard/evaluation_list.html", {"runs": []})
+    runs = list(evaluation_pages.runs_with_relations()[:LIST_LIMIT])
+    return render(request, "dashboard/evaluation_list.html", {"runs": runs})
+
+
+def evaluation_detail(request, pk: int):
+    run = get_object_or_404(evaluation_pages.runs_with_relations(), pk=pk)
+    others = evaluation_pages.runs_with_relations().filter(status=EvaluationRun.Status.SUCCEEDED,
+                                                           split=run.split).exclude(pk=run.pk)[:50]
+    return render(request, "dashboard/evaluation_detail.html", {
+        "run": run, "others": others, **evaluation_pages.run_page(run),
+        "is_active": run.status in (EvaluationRun.Status.QUEUED, EvaluationRun.Status.RUNNING),
+    })
+
+
+def evaluation_compare(request):
+    base = get_object_or_404(evaluation_pages.runs_with_relations(), pk=_int(request.GET.get("base")))
+    other = get_object_or_404(evaluation_pages.runs_with_relations(), pk=_int(request.GET.get("other")))
+    try:
+        comparison = evaluation_pages.compare_page(base=base, other=other)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("evaluation-detail", pk=base.pk)
+    return render(request, "dashboard/evaluation_compare.html", {**comparison, "base": base, "other": other})
+
+
+@staff_action
+def evaluation_plan(request, pk: int):
+    run = get_object_or_404(EvaluationRun, pk=pk)
+    jobs = evaluation.evaluation_plan_create(run=run, requested_by=request.user,
+                                             include_low_support=request.POST.get("include_low_support") == "on")
+    messages.success(request, f"Collection plan from evaluation {run.pk}: {len(jobs)} crawl job(s) queued."
+                     if jobs else f"Evaluation {run.pk} asks for no new images (no tiered character has a source).")
+    return redirect(f"{reverse('crawl-list')}?status=queued" if jobs else reverse("evaluation-detail", args=[run.pk]))
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Http404("Give the runs' ids as ?base=ID&other=ID.") from None

@@ -122,7 +122,7 @@
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
     window.Plotly.react(node, traces, Object.assign(base, layout || {}),
-      Object.assign({ responsive: true, displaylogo: false, displayModeBar: !phone() }, config || {}));
+      Object.assign({ responsive: true, displaylogo: false, displayModeBar: phone() ? false : "hover" }, config || {}));
     node.dataset.drawn = "true";
   }
 

@@ -74,18 +74,25 @@ def served_model(cast, settings):
     from apps.ml.artifacts import save_serving_artifact
 
     settings.KYARA_ALIAS_WATCH_SECONDS = 0  # no watcher thread outlives the test
+    settings.KYARA_INFERENCE_BACKEND = "torch"  # no ONNX export per load: the tests stay quick
+    settings.KYARA_EVAL_LATENCY_IMAGES = 5
     predictor_cache.clear()
-    torch.manual_seed(0)
     arch = architectures.get("simple")
     labels = list(CHARACTERS)
     folder = Path(settings.ARTIFACTS_DIR) / f"test-dashboard-{os.getpid()}"
-    path = save_serving_artifact(folder / "v1.pt", model=arch.build(len(labels), weights="none"),
-                                 architecture="simple", labels=labels, input_size=arch.input_size,
-                                 normalization=arch.normalization, metrics={"accuracy": 0.5})
-    version = model_version_register(name="simple-v1", architecture="simple", labels=labels,
-                                     input_size=arch.input_size, normalization=arch.normalization, artifact=path,
-                                     metrics={"accuracy": 0.5, "mean_class_accuracy": 0.41})
+
+    def make(name: str, seed: int):
+        torch.manual_seed(seed)
+        path = save_serving_artifact(folder / f"{name}.pt", model=arch.build(len(labels), weights="none"),
+                                     architecture="simple", labels=labels, input_size=arch.input_size,
+                                     normalization=arch.normalization)
+        return model_version_register(name=name, architecture="simple", labels=labels, input_size=arch.input_size,
+                                      normalization=arch.normalization, artifact=path,
+                                      metrics={"accuracy": 0.5, "mean_class_accuracy": 0.41})
+
+    version = make("simple-v1", 0)
     model_alias_set(name="default", version=version, why="first model")
+    version.make_another = make
     yield version
     predictor_cache.clear()
     shutil.rmtree(folder, ignore_errors=True)
@@ -157,3 +164,25 @@ def session(browser, live_server):
     yield _open
     for made in opened:
         made.context.close()
+
+
+@pytest.fixture
+def evaluated(served_model, cast):
+    """A frozen dataset version of the cast and two real evaluation runs on its test split (two models),
+    made by the characters and evaluation apps' services."""
+    from apps.characters.models import Image
+    from apps.characters.services import dataset_version_freeze, image_ingest
+    from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
+
+    for index, character in enumerate(cast.values()):
+        for seed in range(8):
+            image_ingest(data=make_image_bytes(500 + index * 40 + seed, size=(112, 112)), status=Image.Status.APPROVED,
+                         source_kind=Image.SourceKind.UPLOAD, character=character)
+    version = dataset_version_freeze(name="anime-v1", val=0.2, test=0.4, min_images=6)
+    other = served_model.make_another("simple-v2", 1)
+    runs = []
+    for model in (served_model, other):
+        run = evaluation_run_create(model_version=model, dataset_version=version, split="test", enqueue_run=False)
+        runs.append(evaluation_run_execute(run_id=run.pk))
+    assert all(run.status == "succeeded" for run in runs), [run.error for run in runs]
+    return runs

@@ -149,3 +149,78 @@ def test_open_a_training_job_and_see_its_curves_grow(session, staff_user, cast, 
     phone.screenshot("training-list-phone")
     browser.assert_no_js_errors()
     phone.assert_no_js_errors()
+
+
+def test_open_an_evaluation_and_see_its_charts(session, staff_user, evaluated):
+    first, second = evaluated
+    browser = session(user=staff_user)
+    page = browser.open(f"/ui/evaluations/{first.pk}/")
+    for chart in ("accuracy-chart", "confusion-chart", "calibration-chart", "history-chart"):
+        page.locator(f"#{chart} .main-svg").first.wait_for()
+    measured = first.characters.filter(support__gt=0).count()
+    bars = page.evaluate("document.getElementById('accuracy-chart').data[0]")
+    assert len(bars["x"]) == measured and bars["x"] == sorted(bars["x"])  # sorted, worst first
+    assert len(set(bars["marker"]["color"])) >= 1 and all(c.startswith("#") for c in bars["marker"]["color"])
+    heatmap = page.evaluate("document.getElementById('confusion-chart').data[0]")
+    assert heatmap["type"] == "heatmap" and len(heatmap["z"]) == len(first.labels)
+    history = page.evaluate("document.getElementById('history-chart').data[0]")
+    assert len(history["x"]) == 2 and page.locator("#history-versions li").count() == 1  # both runs, one version
+    assert page.locator("#character-table tbody tr").count() == len(first.labels)
+    assert page.locator("#plan-create").is_visible()  # staff may turn tiers into crawl jobs
+    browser.screenshot("evaluation-desktop")
+
+    page.click("#compare-with button[type=submit]")
+    page.wait_for_url("**/ui/evaluations/compare/**")
+    page.locator("#delta-chart .main-svg").first.wait_for()
+    assert page.locator("#compare-table tbody tr").count() >= 1
+    browser.screenshot("evaluation-compare")
+
+    phone = session(phone=True)
+    phone.open(f"/ui/evaluations/{second.pk}/")
+    phone.page.locator("#confusion-chart .main-svg").first.wait_for()
+    assert phone.page.locator("#plan-create").count() == 0
+    phone.assert_fits_width()
+    phone.screenshot("evaluation-phone")
+    phone.open("/ui/dataset/")
+    assert phone.page.locator("tr[data-character='genshin_hu_tao'] .tier").count() == 1
+    phone.screenshot("dataset-phone")
+    browser.assert_no_js_errors()
+    phone.assert_no_js_errors()
+
+
+def test_log_in_promote_roll_back_and_log_out(session, staff_user, served_model):
+    other = served_model.make_another("simple-v2", 1)
+    browser = session()
+    page = browser.open("/ui/models/")
+    assert page.locator("#alias-set-form").count() == 0 and page.locator("[data-rollback]").count() == 0
+    page.click("text=Log in")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "pw-curator")
+    page.click("form button[type=submit]")
+    page.wait_for_url("**/ui/models/")  # back where the person was
+    assert "curator" in page.inner_text("header")
+
+    page.fill("#id_alias", "default")
+    page.select_option("#id_version", other.name)
+    page.fill("#id_why", "better on val")
+    page.click("#alias-set-form button[type=submit]")
+    page.locator(".msg.success").wait_for()
+    assert page.locator("tr[data-alias='default'] td").nth(1).inner_text() == "simple-v2"
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("[data-rollback='default']")
+    page.locator(".msg.success >> text=rolled back").wait_for()
+    assert page.locator("tr[data-alias='default'] td").nth(1).inner_text() == "simple-v1"
+    assert page.locator("#history-table tbody tr").count() == 3
+    browser.screenshot("models-staff")
+
+    page.click("header button:has-text('Log out')")
+    page.wait_for_url(browser.base + "/")
+    assert "Log in" in page.inner_text("header")
+    browser.screenshot("home-anonymous")
+
+    phone = session(phone=True)
+    phone.open("/ui/models/")
+    phone.assert_fits_width()
+    phone.screenshot("models-phone")
+    browser.assert_no_js_errors()
+    phone.assert_no_js_errors()

@@ -147,3 +147,17 @@ def test_the_chart_library_is_served_gzipped_and_cached(client):
     assert "immutable" in response["Cache-Control"]
     assert b"plotly" in gzip.decompress(response.content)[:2000].lower()
     assert client.get(reverse("plotly-js", kwargs={"version": "0.0.0"})).status_code == 404
+
+
+def test_evaluation_pages_show_a_real_run(client, evaluated):
+    first, second = evaluated
+    listing = client.get(reverse("evaluation-list")).content.decode()
+    assert f'data-run="{first.pk}"' in listing and "compare-form" in listing
+    page = client.get(reverse("evaluation-detail", args=[first.pk])).content.decode()
+    assert "accuracy-chart" in page and "evaluation-data" in page and "Hu Tao" in page
+    assert "Create collection plan" not in page  # staff only
+    compared = client.get(reverse("evaluation-compare"), {"base": first.pk, "other": second.pk})
+    assert compared.status_code == 200 and "delta-chart" in compared.content.decode()
+    assert client.get(reverse("evaluation-compare"), {"base": "x"}).status_code == 404
+    dataset = client.get(reverse("dataset")).content.decode()
+    assert f"evaluation #{second.pk}" in dataset  # accuracy and tier come from the latest run
