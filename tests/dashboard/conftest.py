@@ -174,10 +174,10 @@ def evaluated(served_model, cast):
     from apps.characters.services import dataset_version_freeze, image_ingest
     from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
 
-    for index, character in enumerate(cast.values()):
+    for index, person in enumerate(cast.values()):
         for seed in range(8):
             image_ingest(data=make_image_bytes(500 + index * 40 + seed, size=(112, 112)), status=Image.Status.APPROVED,
-                         source_kind=Image.SourceKind.UPLOAD, character=character)
+                         source_kind=Image.SourceKind.UPLOAD, character=person)
     version = dataset_version_freeze(name="anime-v1", val=0.2, test=0.4, min_images=6)
     other = served_model.make_another("simple-v2", 1)
     runs = []
