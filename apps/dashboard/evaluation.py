@@ -88,6 +88,33 @@ def compare_page(*, base: EvaluationRun, other: EvaluationRun) -> dict:
                  .values_list("slug", "name"))
     for row in result["characters"]:
         row["name"] = names.get(row["character"], row["character"])
+    result["headline_rows"] = [headline_row(name, values) for name, values in result["headline"].items()]
     measured = [r for r in result["characters"] if r["delta"] is not None]
     result["chart"] = {"labels": [r["name"] for r in measured], "delta": [r["delta"] for r in measured]}
     return result
+
+
+HEADLINE_LABELS = {"top1": "top-1", "top5": "top-5", "mean_per_class_accuracy": "mean per class",
+                   "macro_precision": "macro precision", "macro_recall": "macro recall", "macro_f1": "macro F1",
+                   "ece": "calibration error (ECE)", "latency_p50_ms": "latency p50", "images_per_second": "images/s"}
+
+
+def headline_row(name: str, values: dict) -> dict:
+    """One headline metric of a comparison as a person reads it: shares in %, changes in points."""
+    before, after, delta = values["before"], values["after"], values["delta"]
+
+    def shown(value, signed=False):
+        if value is None:
+            return "—"
+        sign = "+" if signed and value > 0 else ""
+        if name in ("ece",):
+            return f"{sign}{value:.3f}"
+        if name == "latency_p50_ms":
+            return f"{sign}{value:.1f} ms"
+        if name == "images_per_second":
+            return f"{sign}{value:.1f}"
+        return f"{sign}{value * 100:.1f}{' pt' if signed else '%'}"
+
+    better = None if delta is None or delta == 0 else (delta < 0 if name in ("ece", "latency_p50_ms") else delta > 0)
+    return {"label": HEADLINE_LABELS.get(name, name), "before": shown(before), "after": shown(after),
+            "delta": shown(delta, signed=True), "better": better}
