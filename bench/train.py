@@ -175,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/data/pokemon32"))
     parser.add_argument("--arch", default="mobilenet_v2")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[224, 128], help="speed sizes (none: skip)")
     parser.add_argument("--speed-images", type=int, default=192, help="training images per speed epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the accuracy comparison (0: skip)")
     parser.add_argument("--acc-size", type=int, default=128)
@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ref-workers", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="Kyara's precision: auto (bf16 where the CPU has it "
+                        "and the size pays), fp32, bf16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -191,7 +193,7 @@ def main() -> None:
     print(f"dataset {args.data}: {len(classes)} classes, {len(items['train'])} train, {len(items['val'])} val; "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads", flush=True)
     config = TrainConfig.from_dict({"architecture": args.arch, "batch_size": args.batch_size, "lr": args.lr,
-                                    "workers": 1, "threads": args.threads})
+                                    "workers": 1, "threads": args.threads, "precision": args.precision})
     step = max(len(items["train"]) // args.speed_images, 1)
     speed_items = {"train": items["train"][::step][: args.speed_images], "val": items["val"][:32]}
     report = {"dataset": str(args.data), "classes": len(classes), "speed": {}, "accuracy": {}}

@@ -122,18 +122,16 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
             return job
         elapsed = time.perf_counter() - started
         if result["stop_reason"] == "cancelled":
-            if reporter.cancel_seen or _cancel_requested(job):
-                services.training_job_mark_cancelled(job=job, duration=elapsed)
-            else:
-                services.training_job_fail(job=job, error=f"Interrupted by signal {reporter.signalled}; resume the job "
-                                           "to continue from its last checkpoint.",
-                                           stop_reason=TrainingJob.StopReason.INTERRUPTED, duration=elapsed)
+            _record_stop(job, reporter, elapsed)
         else:
             result["duration_seconds"] = elapsed
             path = settings.KYARA_TRAINING_MODELS_DIR / f"{run_dir.name}-{config.architecture}.pt"
             exported = export_best(run_dir, path, metrics={k: result.get(k) for k in (
                 "best_val_accuracy", "best_epoch", "epochs_run", "test_accuracy") if result.get(k) is not None})
             services.training_job_succeed(job=job, result=result, exported=exported)
+    except InterruptedError:  # stopped while decoding images, before the first step
+        if rank.is_main:
+            _record_stop(job, reporter, time.perf_counter() - started)
     except BaseException as exc:
         if rank.is_main:
             services.training_job_fail(job=job, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
@@ -146,5 +144,11 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
     return job
 
 
-def _cancel_requested(job: TrainingJob) -> bool:
-    return TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
+def _record_stop(job: TrainingJob, reporter: JobReporter, elapsed: float) -> None:
+    """The engine stopped early on request: a cancel, or a signal (then the job stays resumable)."""
+    if reporter.cancel_seen or TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        services.training_job_mark_cancelled(job=job, duration=elapsed)
+    else:
+        services.training_job_fail(job=job, error=f"Interrupted by signal {reporter.signalled}; resume the job to "
+                                   "continue from its last checkpoint.", stop_reason=TrainingJob.StopReason.INTERRUPTED,
+                                   duration=elapsed)

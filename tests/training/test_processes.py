@@ -94,3 +94,18 @@ def test_two_process_gloo_ddp_run_produces_a_normal_artifact(transactional_db, f
     model, meta = load_serving_artifact(job.model_version.artifact_path)
     assert meta.labels == ["char-0", "char-1", "char-2"] and job.model_version.parameters == job.parameters
     assert job.summary["train_images"] == 24 and job.best_val_accuracy is not None
+
+
+def test_sigterm_without_a_cancel_stops_cleanly_and_leaves_the_job_resumable(transactional_db, fast_config):
+    version = make_dataset_version("v-term", train=8, val=3, test=0)
+    job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 500, "patience": 0},
+                                      launch=False)
+    proc = subprocess.Popen([sys.executable, "manage.py", "train_job", str(job.pk)], cwd=ROOT,
+                            env=child_env(KYARA_TRAINING_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for(lambda: job.epochs.exists(), timeout=120, message="the first epoch")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.FAILED and job.stop_reason == "interrupted"
+    assert "signal 15" in job.error and job.has_checkpoint
+    assert services.training_job_resume(job=job, launch=False).status == TrainingJob.Status.QUEUED
