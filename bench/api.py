@@ -121,10 +121,10 @@ def setup_platform(data_dir: Path, threads: int) -> dict:
     return {"artifact": path, "normalization": arch.normalization, "parameters": version.parameters}
 
 
-def start_server(data_dir: Path, port: int, threads: int, workers: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, threads: int, workers: int, batch_threads: int) -> subprocess.Popen:
     env = dict(os.environ, KYARA_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="config.settings.local",
                DJANGO_DEBUG="0", KYARA_LOG_LEVEL="WARNING", KYARA_THROTTLE_PREDICT_ANON="100000/min",
-               KYARA_INFERENCE_THREADS=str(threads))
+               KYARA_INFERENCE_THREADS=str(threads), KYARA_INFERENCE_BATCH_THREADS=str(batch_threads))
     log = open(data_dir / "gunicorn.log", "w")
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
@@ -171,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per model (server and raw)")
+    parser.add_argument("--batch-threads", type=int, default=1, help="threads for a batch request (decode, forward)")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds; the run stops measuring after")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -188,7 +189,7 @@ def main() -> int:
     from apps.ml.runtime import load_predictor
 
     torch.set_num_threads(args.threads)
-    predictor = load_predictor(platform["artifact"], threads=args.threads)
+    predictor = load_predictor(platform["artifact"], threads=args.threads, batch_threads=args.batch_threads)
     naive_model, _ = load_serving_artifact(platform["artifact"])
     naive_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(**platform["normalization"])])
 
@@ -200,7 +201,7 @@ def main() -> int:
     fresh = iter([anime_like_jpeg(seed) for seed in range(args.rounds * 80 + 20)])
     probe = anime_like_jpeg(424242)
     port = (lambda s: (s.bind(("127.0.0.1", 0)), s.getsockname()[1], s.close())[1])(socket.socket())
-    server = start_server(data_dir, port, args.threads, args.workers)
+    server = start_server(data_dir, port, args.threads, args.workers, args.batch_threads)
     samples = {k: [] for k in ("raw", "naive", "seq", "seq_server", "c4", "batch", "batch_server", "hit",
                                "raw_cpu", "naive_cpu")}
     server_cpu = {"seq": [0.0, 0], "c4": [0.0, 0], "batch": [0.0, 0], "hit": [0.0, 0]}  # ms, images
@@ -292,7 +293,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in samples.items() if v}
     result = {
         "backend": predictor.backend_name, "backend_choice_ms": predictor.info.get("choice_ms"),
-        "threads": args.threads, "workers": args.workers, "rounds": args.rounds,
+        "threads": args.threads, "batch_threads": args.batch_threads, "workers": args.workers, "rounds": args.rounds,
         "raw_predictor_ms_p50": med["raw"], "naive_reference_ms_p50": med["naive"],
         "raw_speedup_vs_naive": med["naive"] / med["raw"],
         "predict_seq_ms_p50": med["seq"], "predict_seq_ms_p95": percentile(samples["seq"], 95),
@@ -317,7 +318,7 @@ def main() -> int:
         ("4 clients: no errors, >= single-client throughput", not errors and result["c4_req_per_s"] >= result["seq_req_per_s"]),
     ]
     print(f"\nbench/api.py — backend {result['backend']} (choice {result['backend_choice_ms']}), "
-          f"{args.threads} thread(s)/model, gunicorn {args.workers} worker(s) × 4 threads, {args.rounds} rounds")
+          f"{args.threads} thread(s)/model ({args.batch_threads} for batches), gunicorn {args.workers} worker(s) × 4 threads, {args.rounds} rounds")
     print(f"  raw predictor (512×512 JPEG → top-k)  p50 {med['raw']:7.2f} ms")
     print(f"  naive eager + torchvision              p50 {med['naive']:7.2f} ms   → {result['raw_speedup_vs_naive']:.2f}x")
     print(f"  /predict sequential                    p50 {med['seq']:7.2f} ms  p95 {result['predict_seq_ms_p95']:.2f} ms"

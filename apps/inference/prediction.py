@@ -81,22 +81,19 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
         loaded = predictor_cache.get(version)
         predictor = loaded.predictor
         backend = predictor.backend_name
-        crops, decode_ms = [], []
-        for i in missing:
-            began = time.perf_counter()
-            try:
-                crops.append(predictor.decode(uploads[i].data))
-            except InputRejected as exc:
-                raise _reject(i, uploads[i], exc, batch) from None
-            decode_ms.append((time.perf_counter() - began) * 1000)
         began = time.perf_counter()
+        try:
+            crops = predictor.decode_batch([uploads[i].data for i in missing])
+        except InputRejected as exc:
+            index = missing[getattr(exc, "index", 0)]
+            raise _reject(index, uploads[index], exc, batch) from None
         probabilities = predictor.probabilities(predictor.normalize(crops))
-        forward_share = (time.perf_counter() - began) * 1000 / len(missing)
+        per_image_ms = round((time.perf_counter() - began) * 1000 / len(missing), 3)
         fresh = {}
         for row, i in enumerate(missing):
             answer = _answer(loaded, version, probabilities[row], k)
             fresh[keys[i]] = answer
-            results[i] = {**answer, "cached": False, "time_ms": round(decode_ms[row] + forward_share, 3)}
+            results[i] = {**answer, "cached": False, "time_ms": per_image_ms}
         cache.set_many(fresh, timeout=settings.RESULT_CACHE_TTL)
     for i, upload in enumerate(uploads):
         results[i] = {"filename": upload.name, "sha256": shas[i], **results[i]}

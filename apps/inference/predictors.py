@@ -111,6 +111,7 @@ class PredictorCache:
             predictor = load_predictor(
                 version.artifact_path, expected_sha256=version.artifact_sha256,
                 backend=settings.KYARA_INFERENCE_BACKEND, threads=settings.KYARA_INFERENCE_THREADS,
+                batch_threads=settings.KYARA_INFERENCE_BATCH_THREADS,
                 onnx_cache_dir=settings.CACHE_DIR / "onnx", max_pixels=settings.KYARA_PREDICT_MAX_PIXELS,
                 min_side=settings.KYARA_PREDICT_MIN_SIDE,
             )

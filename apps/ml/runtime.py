@@ -208,6 +208,8 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
+        if threads > 1:  # no busy-waiting workers: on a small shared box they steal the cores they wait for
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -239,6 +241,7 @@ class Predictor:
     normalization: dict
     backend: str = "auto"
     threads: int = 1
+    batch_threads: int = 1  # a batch request: decode in parallel, forward with this many threads
     onnx_path: Path | None = None  # where the exported graph is (or will be) cached
     max_pixels: int = 40_000_000
     min_side: int = 8
@@ -250,6 +253,10 @@ class Predictor:
         self.normalize = Normalizer(self.normalization)
         self.eager = TorchBackend(self.model)
         self.forward = self._choose_backend()
+        self.forward_batch = self.forward
+        if self.forward.name == "onnxruntime" and self.batch_threads > self.threads:
+            self.forward_batch = OnnxBackend(self._onnx_file, threads=self.batch_threads)
+        self._pool = None
 
     def _choose_backend(self):
         if self.backend == "torch":
@@ -257,7 +264,15 @@ class Predictor:
             return self.eager
         try:
             onnx = self._onnx_backend()
-            self._check_agreement(onnx)
+            try:
+                self._check_agreement(onnx)
+            except RuntimeError:
+                if self._exported_now:
+                    raise
+                # A cached graph from another model (a reused path): export this one and check again.
+                export_onnx(self.model, self.input_size, self._onnx_file)
+                onnx = OnnxBackend(self._onnx_file, threads=self.threads)
+                self._check_agreement(onnx)
         except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks, a mismatch: eager still works
             if self.backend == "onnxruntime":
                 raise
@@ -281,7 +296,9 @@ class Predictor:
             import tempfile
 
             path = Path(tempfile.mkdtemp(prefix="kyara-onnx-")) / "model.onnx"
-        if not Path(path).is_file():
+        self._onnx_file = path
+        self._exported_now = not Path(path).is_file()
+        if self._exported_now:
             export_onnx(self.model, self.input_size, path)
         try:
             return OnnxBackend(path, threads=self.threads)
@@ -304,11 +321,29 @@ class Predictor:
     def decode(self, data: bytes) -> Image.Image:
         return decode_for_model(data, input_size=self.input_size, max_pixels=self.max_pixels, min_side=self.min_side)
 
+    def decode_batch(self, images: list[bytes]) -> list[Image.Image]:
+        """Decode several uploads on ``batch_threads`` threads (Pillow releases the GIL while decoding).
+        The first bad one raises its ``InputRejected`` with ``index`` set."""
+        def one(item: tuple[int, bytes]):
+            try:
+                return self.decode(item[1])
+            except InputRejected as exc:
+                exc.index = item[0]
+                raise
+
+        if len(images) == 1 or self.batch_threads <= 1:
+            return [one(item) for item in enumerate(images)]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.batch_threads, thread_name_prefix="kyara-decode")
+        return list(self._pool.map(one, enumerate(images)))
+
     def preprocess(self, images: list[bytes]) -> np.ndarray:
-        return self.normalize([self.decode(data) for data in images])
+        return self.normalize(self.decode_batch(images))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.forward(batch))
+        return softmax((self.forward_batch if len(batch) > 1 else self.forward)(batch))
 
     def predict(self, images: list[bytes]) -> np.ndarray:
         """Decode every image, then one batched forward; rows of class probabilities."""
@@ -321,8 +356,8 @@ class Predictor:
 
     def warm_up(self) -> None:
         """Run the first batches now, not on the first request after a promotion."""
-        for n in (1, 2):
-            self.forward(np.zeros((n, 3, self.input_size, self.input_size), dtype=np.float32))
+        self.forward(np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32))
+        self.forward_batch(np.zeros((2, 3, self.input_size, self.input_size), dtype=np.float32))
 
 
 def file_sha256(path: Path) -> str:
@@ -334,7 +369,7 @@ def file_sha256(path: Path) -> str:
 
 
 def load_predictor(
-    path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1,
+    path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1, batch_threads: int = 1,
     onnx_cache_dir: Path | None = None, max_pixels: int = 40_000_000, min_side: int = 8,
 ) -> Predictor:
     """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be."""
@@ -351,7 +386,8 @@ def load_predictor(
     model, meta = load_serving_artifact(path)
     onnx_path = Path(onnx_cache_dir) / f"{sha}.onnx" if onnx_cache_dir else None
     predictor = Predictor(model=model, labels=meta.labels, input_size=meta.input_size,
-                          normalization=meta.normalization, backend=backend, threads=threads, onnx_path=onnx_path,
+                          normalization=meta.normalization, backend=backend, threads=threads, batch_threads=batch_threads,
+                          onnx_path=onnx_path,
                           max_pixels=max_pixels, min_side=min_side)
     predictor.warm_up()
     predictor.info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -104,12 +104,17 @@ def test_mobilenet_v2_onnx_agrees_with_eager(tmp_path):
     assert np.abs(fast - eager).max() < 1e-3 and (fast.argmax(1) == eager.argmax(1)).all()
 
 
-def test_one_batched_forward_equals_single_forwards(trained_artifacts, tmp_path):
-    predictor = load_predictor(trained_artifacts.v1, onnx_cache_dir=tmp_path)
-    images = [class_image_bytes(label, 80) for label in LABELS]
+@pytest.mark.parametrize("batch_threads", [1, 2])
+def test_one_batched_forward_equals_single_forwards(batch_threads, trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path,
+                               batch_threads=batch_threads)
+    images = [class_image_bytes(label, 80 + i) for i in range(2) for label in LABELS]
     together = predictor.predict(images)
     alone = np.concatenate([predictor.predict([data]) for data in images])
     assert np.abs(together - alone).max() < 1e-5
+    with pytest.raises(InputRejected) as caught:  # the first bad upload is named, decoded in parallel or not
+        predictor.predict([images[0], images[1], b"junk", b""])
+    assert caught.value.index == 2 and caught.value.reason == "not_an_image"
 
 
 def test_auto_backend_records_the_timings_that_chose_it(trained_artifacts, tmp_path):
@@ -139,3 +144,16 @@ def test_sha_mismatch_and_missing_file_are_artifact_errors(trained_artifacts, tm
         load_predictor(trained_artifacts.v1, expected_sha256="0" * 64)
     with pytest.raises(ArtifactError, match="missing"):
         load_predictor(tmp_path / "nope.pt")
+
+
+def test_a_stale_cached_graph_is_replaced_not_served(trained_artifacts, tmp_path):
+    """The agreement check with eager PyTorch catches a graph that belongs to another model."""
+    stale = tmp_path / "model.onnx"
+    other = architectures.get("simple").build(len(LABELS), weights="none").eval()
+    Predictor(model=other, labels=LABELS, input_size=128, normalization=architectures.get("simple").normalization,
+              backend="onnxruntime", onnx_path=stale)
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime")
+    reused = Predictor(model=predictor.model, labels=LABELS, input_size=128, normalization=predictor.normalization,
+                       backend="onnxruntime", onnx_path=stale)
+    assert reused.info["onnx_max_prob_diff"] < 1e-4
+    assert LABELS[int(reused.predict([class_image_bytes(LABELS[2], 5)]).argmax())] == LABELS[2]
