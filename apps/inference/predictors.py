@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connection
 
 from apps.core.api import ServiceError
 from apps.ml.artifacts import ArtifactError
@@ -173,7 +173,7 @@ class AliasWatcher:
             except Exception:  # noqa: BLE001 - a watcher must never die
                 logger.exception("Alias watcher failed")
             finally:
-                close_old_connections()
+                connection.close()  # hold no connection between polls (a test database can then be dropped)
 
     @staticmethod
     def warm_once() -> None:
