@@ -16,7 +16,6 @@ The eval transform is the classic one: short side to ``round(input_size * 256 / 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import threading
@@ -27,79 +26,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from .artifacts import ArtifactError, load_serving_artifact
+from .images import ImageRejected, decode_image
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO"})
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is refused, never half-predicted
 BACKENDS = ("auto", "onnxruntime", "torch")
 # Agreement demanded of a faster backend with eager PyTorch before it is used (probabilities).
 AGREEMENT_TOLERANCE = 1e-4
 
 
-class InputRejected(Exception):
-    """An upload the predictor cannot use; ``reason`` is a stable code, ``message`` says what to do."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+# The predictor's refusals are the shared decoder's; the old name stays for callers.
+InputRejected = ImageRejected
 
 
 def resize_size(input_size: int) -> int:
     """Short side before the center crop (256 for 224, the usual eval ratio)."""
     return int(round(input_size * 256 / 224))
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode to RGB: transparency over white, 16/32-bit greyscale stretched over its own range."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", img.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    if img.mode.startswith("I") or img.mode == "F":
-        values = np.asarray(img, dtype=np.float32)
-        span = float(values.max() - values.min()) or 1.0
-        img = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8), mode="L")
-    return img.convert("RGB")
-
-
-DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
-                 SyntaxError, ValueError, EOFError, IndexError)
-
-
-def _decode_error(exc: Exception, max_pixels: int) -> InputRejected:
-    """What Pillow's exception means for the client."""
-    if isinstance(exc, UnidentifiedImageError):
-        return InputRejected("not_an_image", "The file is not an image (JPEG, PNG, WebP, GIF or BMP).")
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return InputRejected("too_many_pixels", f"The image has too many pixels; the limit is {max_pixels:,}.")
-    truncated = isinstance(exc, EOFError) or "truncated" in str(exc).lower()
-    reason = "truncated" if truncated else "corrupt"
-    return InputRejected(reason, f"The image could not be decoded ({reason}): {exc}")
-
-
-def _check_header(img: Image.Image, *, max_pixels: int, min_side: int) -> str:
-    """Format and size from the header alone, before a single pixel is decoded."""
-    fmt = img.format or ""
-    if fmt not in ALLOWED_FORMATS:
-        raise InputRejected("unsupported_format",
-                            f"Format {fmt or 'unknown'} is not accepted; send JPEG, PNG, WebP, GIF or BMP.")
-    width, height = img.size
-    if width * height > max_pixels:
-        raise InputRejected("too_many_pixels",
-                            f"{width}×{height} is {width * height:,} pixels; the limit is {max_pixels:,}.")
-    if min(width, height) < min_side:
-        raise InputRejected("too_small",
-                            f"{width}×{height} is below the minimum of {min_side} pixels on the shorter side.")
-    return fmt
 
 
 def decode_for_model(data: bytes, *, input_size: int, max_pixels: int, min_side: int = 8) -> Image.Image:
@@ -108,24 +54,8 @@ def decode_for_model(data: bytes, *, input_size: int, max_pixels: int, min_side:
     The pixel count is checked from the header before anything is decoded, so a decompression bomb
     costs nothing. Raises ``InputRejected`` with a reason code on every refusal.
     """
-    if not data:
-        raise InputRejected("empty", "The file is empty.")
     short = resize_size(input_size)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = _check_header(img, max_pixels=max_pixels, min_side=min_side)
-            if fmt in ("JPEG", "MPO"):
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 while the short side stays >= ``short``.
-                img.draft("RGB", (short, short))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-    except InputRejected:
-        raise
-    except DECODE_ERRORS as exc:
-        raise _decode_error(exc, max_pixels) from None
+    img = decode_image(data, max_pixels=max_pixels, min_side=min_side, draft_short_side=short).rgb
     # Resize the short side to ``short`` and center-crop ``input_size`` in one resample: the crop box is
     # expressed in source pixels, so only the pixels that survive the crop are resampled.
     width, height = img.size
