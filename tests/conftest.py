@@ -1,6 +1,7 @@
 """Shared fixtures: users, API clients, generated images, a real qcluster worker, service checks."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -106,22 +107,32 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def running_qcluster(log_name: str = "qcluster-test.log", **extra_env: str):
+    """A real ``manage.py qcluster`` process on the test database, stopped on exit."""
+    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / log_name, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_env(**extra_env), stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
 @pytest.fixture
 def qcluster(transactional_db):
-    """A real ``manage.py qcluster`` process on the test database (and Redis broker in the scale run)."""
-    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / "qcluster-test.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT
-    )
-    time.sleep(0.5)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    log.close()
+    """A real qcluster (ORM broker here, Redis broker in the scale run) for the test's duration."""
+    with running_qcluster() as proc:
+        time.sleep(0.5)
+        yield proc
 
 
 def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):

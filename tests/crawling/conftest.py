@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +22,7 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from tests.conftest import ROOT, child_env, make_image_bytes
+from tests.conftest import make_image_bytes, running_qcluster
 
 BOORU_SOURCES = ("danbooru", "safebooru_donmai", "gelbooru", "safebooru")
 TAG = "hu_tao"
@@ -324,14 +321,5 @@ def crawl_qcluster(transactional_db, world, tmp_path):
            for key, value in crawl_environment(world, local_root).items()}
     env["KYARA_CRAWL_ALLOW_PRIVATE"] = "127.0.0.1/32"
     env["KYARA_CRAWL_LOCAL_ROOT"] = str(local_root)
-    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / "qcluster-crawl.log", "w")
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_env(**env), stdout=log,
-                            stderr=subprocess.STDOUT)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    log.close()
+    with running_qcluster("qcluster-crawl.log", **env) as proc:
+        yield proc
