@@ -57,7 +57,8 @@ MEDIA_ROOT = DATA_DIR / "media"
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 LOG_DIR = DATA_DIR / "logs"
 CACHE_DIR = DATA_DIR / "cache"
-for _folder in (DATA_DIR, MEDIA_ROOT, ARTIFACTS_DIR, LOG_DIR, CACHE_DIR):
+STATIC_ROOT = DATA_DIR / "static"  # collectstatic (make serve) writes here; WhiteNoise serves it
+for _folder in (DATA_DIR, MEDIA_ROOT, ARTIFACTS_DIR, LOG_DIR, CACHE_DIR, STATIC_ROOT):
     _folder.mkdir(parents=True, exist_ok=True)
 
 # --- Core Django ---------------------------------------------------------------------------------
@@ -189,7 +190,6 @@ else:
 # --- Media and static files ----------------------------------------------------------------------
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 S3_BUCKET = env_str("KYARA_S3_BUCKET")
 if S3_BUCKET:
