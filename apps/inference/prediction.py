@@ -41,8 +41,10 @@ def top_k_parse(raw) -> int:
 
 
 def result_cache_key(version: ModelVersion, image_sha256: str, top_k: int) -> str:
-    # The artifact's sha is in the key too: a version whose file was replaced never serves old answers.
-    return f"kyara:predict:v{version.pk}:{version.artifact_sha256[:16]}:{image_sha256}:k{top_k}"
+    # The artifact's sha is in the key too: a version whose file was replaced never serves old answers;
+    # so is the open-set threshold, which decides the "unknown" flag stored with the answer.
+    return (f"kyara:predict:v{version.pk}:{version.artifact_sha256[:16]}:{image_sha256}:k{top_k}"
+            f":t{version.confidence_threshold}")
 
 
 def _reject(index: int, upload: Upload, exc: InputRejected, batch: bool) -> ServiceError:

@@ -55,6 +55,9 @@ def test_open_set_threshold_says_unknown_but_keeps_top_k(api_client, registry, c
     body = api_client.post("/api/v1/predict", {"file": upload(class_images[LABELS[0]])}).json()
     assert body["unknown"] is True and body["label"] == "unknown" and body["threshold"] == 1.01
     assert body["predictions"][0]["slug"] == LABELS[0]
+    # The answer cached before the threshold moved is not served with its stale "unknown" flag.
+    again = api_client.post("/api/v1/predict?top_k=2", {"file": upload(class_images[LABELS[0]])}).json()
+    assert again["unknown"] is True and again["cached"] is False
 
 
 @pytest.mark.parametrize("path", ["/api/v1/predict_batch", "/predict_batch"])
