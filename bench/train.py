@@ -78,19 +78,14 @@ def _seeded_model(arch: str, num_classes: int) -> nn.Module:
 # --- The reference: what a plain torchvision script does ------------------------------------------
 
 class _RGB:
-    """ImageFolder's default loader with transparency on white, as Kyara decodes (sprites are RGBA)."""
+    """ImageFolder's default loader, with transparency over white as Kyara decodes (sprites are RGBA)."""
 
     def __call__(self, path):
         from PIL import Image
 
-        img = Image.open(path)
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA"):
-            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            bg.alpha_composite(img.convert("RGBA"))
-            img = bg
-        return img.convert("RGB")
+        from apps.ml.images import to_rgb
+
+        return to_rgb(Image.open(path))
 
 
 def reference_loaders(root_items, classes, size, config, workers, batch_size):

@@ -11,7 +11,6 @@ worker makes it, and a resumed run sees exactly the images an uninterrupted one 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from PIL import ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .images import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +38,17 @@ class Sample:
     read: Callable[[], bytes]  # returns the encoded bytes
 
 
-def _flatten_alpha(img: PILImage.Image) -> PILImage.Image:
-    """RGB, transparency composited on white (sprites and PNG cut-outs must not turn black)."""
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        img = img.convert("RGBA")
-        background = PILImage.new("RGBA", img.size, (255, 255, 255, 255))
-        background.alpha_composite(img)
-        img = background
-    return img.convert("RGB") if img.mode != "RGB" else img
+# Training reads images already accepted at ingest: no pixel limit beyond Pillow's own sanity.
+_MAX_PIXELS = 500_000_000
 
 
 def decode_to_tensor(data: bytes, short_side: int) -> torch.Tensor:
-    """Encoded bytes → uint8 ``3×H×W`` with ``min(H, W) == short_side`` (up- or down-scaled)."""
-    img = PILImage.open(io.BytesIO(data))
-    if img.format == "JPEG":
-        img.draft("RGB", (short_side, short_side))  # decode at 1/2, 1/4, 1/8 scale when that is enough
-    img = _flatten_alpha(ImageOps.exif_transpose(img))
+    """Encoded bytes → uint8 ``3×H×W`` with ``min(H, W) == short_side`` (up- or down-scaled).
+
+    The same decoder as ingest and serving (``apps.ml.images``): first frame, EXIF orientation,
+    transparency over white, JPEG DCT-domain downscaling (``draft``) when the image is large enough.
+    """
+    img = decode_image(data, max_pixels=_MAX_PIXELS, min_side=1, draft_short_side=short_side).rgb
     w, h = img.size
     scale = short_side / min(w, h)
     size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))

@@ -65,7 +65,7 @@ def test_a_crash_is_recorded_with_its_traceback(db, fast_config):
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.FAILED and job.stop_reason == "error"
     assert item.image.file.name in job.error
-    assert job.traceback.startswith("Traceback") and "UnidentifiedImageError" in job.traceback
+    assert job.traceback.startswith("Traceback") and "ImageRejected" in job.traceback
     assert job.model_version is None and not ModelVersion.objects.filter(training_job_id=job.pk).exists()
 
 
