@@ -9,6 +9,16 @@ class TimeStampedModel(models.Model):
         abstract = True
 
 
+class JobStatus(models.TextChoices):
+    """The life of a background job (crawl, training): every job model uses these states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class Heartbeat(models.Model):
     """Written by the ``heartbeat`` task: proof that a worker picked up work."""
 

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.characters.models import Character, Image
-from apps.core.models import TimeStampedModel
+from apps.core.models import JobStatus, TimeStampedModel
 
 # The integer counters of a job, in the order pages and the admin show them.
 COUNTER_FIELDS = (
@@ -23,12 +23,7 @@ COUNTER_FIELDS = (
 
 
 class CrawlJob(TimeStampedModel):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = JobStatus
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

@@ -25,6 +25,7 @@ from apps.characters.phash import near_pairs
 from apps.core.api import ServiceError
 from apps.core.queue import enqueue
 from apps.inference.models import ModelVersion
+from apps.inference.services import model_version_metrics_record, model_version_threshold_set
 from apps.ml import metrics
 from apps.ml.runtime import InputRejected
 
@@ -261,33 +262,26 @@ def _threshold(run: EvaluationRun, loaded, evaluated_conf, evaluated_correct) ->
 
 def _threshold_apply(run: EvaluationRun, threshold: float | None) -> str:
     """Set the model version's open-set threshold: always when the run was asked to, otherwise only while
-    the version has none (a threshold someone chose by hand is not overwritten).
-
-    The inference app has no service for this field yet, so it is one guarded UPDATE here."""
+    the version has none (a threshold someone chose by hand is not overwritten)."""
     if threshold is None:
         return "kept"
-    versions = ModelVersion.objects.filter(pk=run.model_version_id)
-    if not run.apply_threshold:
-        versions = versions.filter(confidence_threshold__isnull=True)
-    return "set" if versions.update(confidence_threshold=threshold, updated_at=timezone.now()) else "kept"
+    changed = model_version_threshold_set(version_id=run.model_version_id, threshold=threshold,
+                                          overwrite=run.apply_threshold)
+    return "set" if changed else "kept"
 
 
 def _version_metrics_record(run_id: int) -> bool:
     """Put a test-split run's headline numbers on the model version (``metrics["accuracy"]`` is what the
     promotion gate reads), when the run measured the version on its own dataset version (or the registry
-    does not say which one that is). The inference app has no service for this field either: one locked
-    read-modify-write of the JSON here, so the training app's keys stay."""
-    with transaction.atomic():
-        run = EvaluationRun.objects.select_related("model_version").get(pk=run_id)
-        version = ModelVersion.objects.select_for_update().get(pk=run.model_version_id)
-        own = version.dataset_version_id in (None, run.dataset_version_id)
-        if run.split != "test" or not own or run.status != EvaluationRun.Status.SUCCEEDED:
-            return False
-        numbers = {name: getattr(run, name) for name in ("top1", "top5", "mean_per_class_accuracy", "macro_f1", "ece")}
-        version.metrics = {**(version.metrics or {}), "accuracy": run.top1, **numbers, "evaluation_run": run.pk,
-                           "leaked_test_images": run.leaks}
-        version.save(update_fields=["metrics", "updated_at"])
-        return True
+    does not say which one that is)."""
+    run = EvaluationRun.objects.select_related("model_version").get(pk=run_id)
+    own = run.model_version.dataset_version_id in (None, run.dataset_version_id)
+    if run.split != "test" or not own or run.status != EvaluationRun.Status.SUCCEEDED:
+        return False
+    numbers = {name: getattr(run, name) for name in ("top1", "top5", "mean_per_class_accuracy", "macro_f1", "ece")}
+    model_version_metrics_record(version_id=run.model_version_id, numbers={
+        "accuracy": run.top1, **numbers, "evaluation_run": run.pk, "leaked_test_images": run.leaks})
+    return True
 
 
 def _execute(run: EvaluationRun) -> None:

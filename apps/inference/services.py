@@ -58,6 +58,29 @@ def model_version_register(
     )
 
 
+@transaction.atomic
+def model_version_threshold_set(*, version_id: int, threshold: float, overwrite: bool = True) -> bool:
+    """Set the open-set confidence threshold; with ``overwrite=False`` only where none is set yet (a
+    threshold someone chose by hand is kept). Returns whether it changed. Saved through the model so
+    every process's alias cache hears of it."""
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.confidence_threshold is not None and not overwrite:
+        return False
+    version.confidence_threshold = threshold
+    version.save(update_fields=["confidence_threshold", "updated_at"])
+    return True
+
+
+@transaction.atomic
+def model_version_metrics_record(*, version_id: int, numbers: dict) -> ModelVersion:
+    """Merge ``numbers`` into the version's metrics (the promotion gate reads ``metrics["accuracy"]``);
+    keys written by others (training) stay."""
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    version.metrics = {**(version.metrics or {}), **numbers}
+    version.save(update_fields=["metrics", "updated_at"])
+    return version
+
+
 def _metric_value(metrics: dict, dotted: str):
     """``accuracy`` or a dotted path such as ``test.accuracy`` inside a version's metrics."""
     value = metrics

@@ -6,16 +6,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
-from apps.core.models import TimeStampedModel
+from apps.core.models import JobStatus, TimeStampedModel
 
 
 class TrainingJob(TimeStampedModel):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = JobStatus
 
     class StopReason(models.TextChoices):
         COMPLETED = "completed", "all epochs run"

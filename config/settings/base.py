@@ -239,7 +239,7 @@ SPECTACULAR_SETTINGS = {
     # Several models have a "status"; name their enums after the model so the schema stays readable.
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "apps.characters.models.Image.Status",
-        "JobStatusEnum": "apps.crawling.models.CrawlJob.Status",  # the same set as TrainingJob.Status
+        "JobStatusEnum": "apps.core.models.JobStatus",  # crawl and training jobs
         "EvaluationRunStatusEnum": "apps.evaluation.models.EvaluationRun.Status",
     },
 }
