@@ -13,6 +13,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -78,6 +79,20 @@ def _claim(run_id: int) -> EvaluationRun | None:
         run.started_at = timezone.now()
         run.save(update_fields=["status", "started_at", "updated_at"])
         return run
+
+
+def evaluation_runs_mark_lost() -> list[int]:
+    """Runs still "running" after the task timeout: the worker that ran them died (django-q2 kills a task
+    at its timeout and, with one attempt, never reruns it). Mark them failed so they can be run again."""
+    deadline = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
+    lost = list(EvaluationRun.objects.filter(status=EvaluationRun.Status.RUNNING, started_at__lt=deadline)
+                .values_list("pk", flat=True))
+    if lost:
+        EvaluationRun.objects.filter(pk__in=lost, status=EvaluationRun.Status.RUNNING).update(
+            status=EvaluationRun.Status.FAILED, finished_at=timezone.now(), updated_at=timezone.now(),
+            error="lost: the worker running this evaluation died or timed out; run it again")
+        logger.warning("Evaluation runs %s marked lost", lost)
+    return lost
 
 
 def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:

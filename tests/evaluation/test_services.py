@@ -249,3 +249,21 @@ def test_probabilities_are_those_of_the_serving_predictor(version, rigged):
     image = version.items.filter(split="test").first().image
     probabilities = loaded.predictor.predict([image.file.read()])[0]
     assert np.allclose(probabilities, softmax(LOGITS), atol=1e-6)
+
+
+def test_a_run_whose_worker_died_is_marked_lost_and_can_be_run_again(version, rigged, settings, api_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    stuck = services.evaluation_run_create(model_version=rigged, dataset_version=version, enqueue_run=False)
+    recent = services.evaluation_run_create(model_version=rigged, dataset_version=version, enqueue_run=False)
+    long_ago = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 120)
+    EvaluationRun.objects.filter(pk=stuck.pk).update(status=EvaluationRun.Status.RUNNING, started_at=long_ago)
+    EvaluationRun.objects.filter(pk=recent.pk).update(status=EvaluationRun.Status.RUNNING, started_at=timezone.now())
+    listed = api_client.get("/api/v1/evaluations/").json()  # listing detects it, as a watchdog would
+    by_id = {r["id"]: r for r in listed["results"]}
+    assert by_id[stuck.pk]["status"] == "failed" and by_id[recent.pk]["status"] == "running"
+    stuck.refresh_from_db()
+    assert stuck.error.startswith("lost:")
+    assert evaluate(rigged, version).status == EvaluationRun.Status.SUCCEEDED  # a new run of the same pair works
