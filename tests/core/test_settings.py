@@ -11,6 +11,7 @@ pytestmark = pytest.mark.no_scale
 
 def _run(args, **env):
     full = {**os.environ, **env}
+    full.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' setting; never in a deployment
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True,
                           timeout=120)
 
