@@ -171,7 +171,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per model (server and raw)")
-    parser.add_argument("--batch-threads", type=int, default=1, help="threads for a batch request (decode, forward)")
+    parser.add_argument("--batch-threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="threads for a batch request (decode, forward); the setting's default")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds; the run stops measuring after")
     parser.add_argument("--json", type=Path, help="also write the results here")
