@@ -230,3 +230,18 @@ def test_a_job_whose_worker_died_is_marked_and_can_be_retried(crawl_settings, ch
     assert crawl_jobs_mark_stale() == 1
     job.refresh_from_db()
     assert (job.status, job.stop_reason) == ("failed", "worker_lost")
+
+
+def test_listing_crawl_jobs_marks_dead_ones(crawl_settings, character, api_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    alive = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    long_ago = timezone.now() - timedelta(hours=1)
+    CrawlJob.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
+    CrawlJob.objects.filter(pk=alive.pk).update(status="running", started_at=timezone.now(),
+                                                heartbeat_at=timezone.now())
+    listed = {j["id"]: j["status"] for j in api_client.get("/api/v1/crawl-jobs/").json()["results"]}
+    assert listed == {job.pk: "failed", alive.pk: "running"}
