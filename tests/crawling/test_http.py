@@ -115,3 +115,22 @@ def test_retries_are_bounded(world, crawl_settings, settings):
         client.get(world.url(post))
     assert info.value.kind == "truncated"
     assert world.hits[f"/img/{post.id}.png"] == 3  # one try and two retries, then give up
+
+
+@pytest.mark.django_db
+def test_the_connected_address_is_checked_too_so_dns_rebinding_cannot_slip_through(world, crawl_settings, settings,
+                                                                                    monkeypatch):
+    """``check_url`` resolves the name before the request; if the name resolved to another address at
+    connect time, the socket's own peer address is checked. Simulated by letting the pre-check pass
+    (as a rebinding DNS answer would) while the real connection reaches 127.0.0.1."""
+    from apps.crawling.sources import http
+
+    first, second = [world.url(p) for p in world.posts if p.kind == "ok"][:2]
+    client = HttpClient.from_settings(politeness=Politeness(rate=1000))
+    assert client.get(first).status == 200  # loopback allowed here: it works
+    settings.KYARA_CRAWL_ALLOW_PRIVATE = ["10.0.0.0/8"]  # now loopback is private and not allowed
+    monkeypatch.setattr(http, "check_url", lambda url, **kw: None)  # the pre-check fooled by DNS
+    fresh = HttpClient.from_settings(politeness=Politeness(rate=1000))
+    with pytest.raises(FetchError) as info:
+        fresh.get(second)
+    assert info.value.kind == "private_address" and "127.0.0.1" in info.value.message

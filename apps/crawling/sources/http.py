@@ -19,6 +19,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
@@ -150,6 +152,20 @@ def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
+def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow) -> bool:
+    if _is_public(ip) or allow is True:
+        return True
+    return isinstance(allow, list) and any(ip.version == net.version and ip in net for net in allow)
+
+
+def _refusal(url: str, host: str, ip) -> FetchError:
+    return FetchError(
+        "private_address",
+        f"Refused {url}: {host} resolves to {ip}, a private, loopback, link-local or reserved address "
+        "(KYARA_CRAWL_ALLOW_PRIVATE allows it for local mirrors and tests).",
+    )
+
+
 def check_url(url: str, *, allow_private: bool | list | None = None) -> None:
     """Refuse anything but http(s) to public addresses, unless settings allow private ones."""
     parts = urlsplit(url)
@@ -166,15 +182,39 @@ def check_url(url: str, *, allow_private: bool | list | None = None) -> None:
     allow = _allowed_networks() if allow_private is None else allow_private
     for info in infos:
         ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if _is_public(ip) or allow is True:
-            continue
-        if isinstance(allow, list) and any(ip.version == net.version and ip in net for net in allow):
-            continue
-        raise FetchError(
-            "private_address",
-            f"Refused {url}: {host} resolves to {ip}, a private, loopback, link-local or reserved address "
-            "(KYARA_CRAWL_ALLOW_PRIVATE allows it for local mirrors and tests).",
-        )
+        if not _address_allowed(ip, allow):
+            raise _refusal(url, host, ip)
+
+
+class _PeerChecked:
+    """Check the address a connection actually reached. ``check_url`` resolves the name before the
+    request; a name that resolves again to another address at connect time (DNS rebinding) is caught
+    here, on the socket itself."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        ip = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
+        if not _address_allowed(ip, _allowed_networks()):
+            sock.close()
+            raise _refusal(f"{self.host}:{self.port}", self.host, ip)
+        return sock
+
+
+class _CheckedHTTPConnection(_PeerChecked, HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_PeerChecked, HTTPSConnection):
+    pass
+
+
+class _CheckedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        http_pool = type("CheckedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": _CheckedHTTPConnection})
+        https_pool = type("CheckedHTTPSConnectionPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": _CheckedHTTPSConnection})
+        self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
 
 
 @dataclass
@@ -218,6 +258,8 @@ class HttpClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # no proxies or netrc from the environment: the URL check must hold
+            session.mount("http://", _CheckedAdapter())
+            session.mount("https://", _CheckedAdapter())
             session.headers.update({"User-Agent": self.user_agent, **self.headers})
             self._local.session = session
         return session
