@@ -21,7 +21,7 @@ from apps.characters.services import image_ingest
 
 from .models import COUNTER_FIELDS, CrawlCursor, CrawlJob, SeenPost
 from .sources import Cancelled, FetchError, Source
-from .sources.base import Candidate
+from .sources.base import Candidate, rating_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,9 @@ class CrawlRun:
             return True
         if candidate.width and candidate.height and min(candidate.width, candidate.height) < self.min_side:
             self._decide(candidate, "too_small", counter="too_small")
+            return True
+        if not rating_allowed(candidate.rating, settings.KYARA_CRAWL_MAX_RATING):
+            self._decide(candidate, "rating", counter="refused")
             return True
         return False
 

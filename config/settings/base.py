@@ -346,6 +346,9 @@ KYARA_CRAWL_PAGE_SIZE = env_int("KYARA_CRAWL_PAGE_SIZE", 100)
 KYARA_CRAWL_LOCAL_ROOT = Path(env_str("KYARA_CRAWL_LOCAL_ROOT", str(DATA_DIR / "incoming"))).resolve()
 # Sources a collection plan splits a character's quota over, when the caller names none.
 KYARA_CRAWL_PLAN_SOURCES = env_list("KYARA_CRAWL_PLAN_SOURCES", "safebooru,safebooru_donmai")
+# The highest content rating fetched: general, sensitive, questionable or explicit ("" fetches all).
+# Candidates above it are refused before any download (reason "rating").
+KYARA_CRAWL_MAX_RATING = env_str("KYARA_CRAWL_MAX_RATING", "")
 
 # --- Evaluation ----------------------------------------------------------------------------------
 # A character with fewer evaluated images than this is flagged "low support" instead of tiered (with

@@ -109,14 +109,21 @@ class World:
     def danbooru(self, post: Post) -> dict:
         w = 500 if post.kind == "tiny_lying" else 40 if post.kind == "tiny" else 96
         return {"id": post.id, "md5": self.md5(post), "file_url": self.url(post), "tag_string": f"{TAG} 1girl",
-                "image_width": w, "image_height": w, "rating": "g", "file_ext": "png"}
+                "image_width": w, "image_height": w, "rating": "q" if self.questionable(post) else "g",
+                "file_ext": "png"}
+
+    @staticmethod
+    def questionable(post: Post) -> bool:
+        """A few good posts carry a stronger rating (only a rating filter refuses them)."""
+        return post.kind == "ok" and post.id % 5 == 0
 
     def gelbooru_xml(self, posts: list[Post]) -> bytes:
         rows = []
         for post in posts:
             d = self.danbooru(post)
             rows.append(f'<post id="{post.id}" md5="{d["md5"]}" file_url={quoteattr(d["file_url"])} '
-                        f'tags=" {TAG} 1girl " width="{d["image_width"]}" height="{d["image_height"]}" rating="s"/>')
+                        f'tags=" {TAG} 1girl " width="{d["image_width"]}" height="{d["image_height"]}" '
+                        f'rating="{"questionable" if self.questionable(post) else "s"}"/>')
         return f'<?xml version="1.0" encoding="UTF-8"?><posts count="{len(self.posts)}" offset="0">' \
                f'{"".join(rows)}</posts>'.encode()
 

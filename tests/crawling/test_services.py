@@ -123,6 +123,31 @@ def test_private_addresses_are_refused_when_not_allowed(world, crawl_settings, c
     assert sum(world.hits.values()) == 0  # refused before connecting
 
 
+@pytest.mark.parametrize("source", ["danbooru", "gelbooru"])
+def test_a_rating_ceiling_refuses_stronger_posts_before_download(world, crawl_settings, character, settings, source):
+    clean_world(world, count=10)
+    strong = [p for p in world.posts if world.questionable(p)]
+    assert strong  # the fake site rates some posts "q" / "questionable"
+    settings.KYARA_CRAWL_MAX_RATING = "sensitive"
+    job = run(source, character=character)
+    assert job.refused_by_reason == {"rating": len(strong)}
+    assert job.accepted == 10 - len(strong)
+    assert all(world.hits[f"/img/{p.id}.png"] == 0 for p in strong)  # never downloaded
+    settings.KYARA_CRAWL_MAX_RATING = ""
+    assert run(source, character=character).refused_by_reason.get("rating", 0) == 0
+
+
+def test_rating_codes_of_each_family_map_onto_one_scale():
+    from apps.crawling.sources.base import rating_allowed
+    from apps.crawling.sources.booru_danbooru import DanbooruSource
+    from apps.crawling.sources.booru_gelbooru import GelbooruSource
+
+    assert DanbooruSource.rating_codes["s"] == "sensitive" and GelbooruSource.rating_codes["s"] == "general"
+    assert rating_allowed("general", "sensitive") and not rating_allowed("explicit", "questionable")
+    assert rating_allowed("", "general")  # unknown ratings pass: the site did not say
+    assert rating_allowed("explicit", "")  # no ceiling
+
+
 def test_approved_option_and_provenance(world, crawl_settings, character):
     clean_world(world, count=2)
     run(character=character, approve=True)

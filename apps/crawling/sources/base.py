@@ -17,6 +17,17 @@ from django.conf import settings
 
 from .http import HttpClient, Politeness
 
+# Content ratings, mildest first; every family's own codes map onto these (unknown: "").
+RATING_LEVELS = ("general", "sensitive", "questionable", "explicit")
+
+
+def rating_allowed(rating: str, max_rating: str) -> bool:
+    """Whether a candidate of ``rating`` may be fetched under ``max_rating`` ("" allows everything; an
+    unknown rating is allowed, as the site did not say)."""
+    if not max_rating or rating not in RATING_LEVELS:
+        return True
+    return RATING_LEVELS.index(rating) <= RATING_LEVELS.index(max_rating)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -58,6 +69,8 @@ class Source:
     listing: ClassVar[Listing] = "ordered"
     default_query_text: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # The site's rating codes → RATING_LEVELS; a family sets its own.
+    rating_codes: ClassVar[dict[str, str]] = {level: level for level in RATING_LEVELS}
 
     def __init__(
         self,
@@ -112,7 +125,7 @@ class Source:
             tags=split_tags(tags),
             width=to_int(width),
             height=to_int(height),
-            rating=str(rating or ""),
+            rating=self.rating_codes.get(str(rating or "").strip().lower(), ""),
         )
 
     def fetch(self, candidate: Candidate) -> bytes:

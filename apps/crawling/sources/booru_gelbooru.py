@@ -32,6 +32,9 @@ class GelbooruSource(Source):
     description = "Gelbooru dapi (XML), newest first, paged by pid"
     tag_family = "gelbooru"
     listing = "ordered"
+    # gelbooru.com speaks the words; safebooru.org and older installs "s" (safe), "q", "e".
+    rating_codes = {"general": "general", "safe": "general", "s": "general", "sensitive": "sensitive",
+                    "questionable": "questionable", "q": "questionable", "explicit": "explicit", "e": "explicit"}
     settings_schema = {"user_id": "Gelbooru user id", "api_key": "API key of that user"}
     max_pid = 200  # Gelbooru refuses deep pages; beyond it a job resumes with ``id:<N``
 
