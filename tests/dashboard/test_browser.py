@@ -30,7 +30,9 @@ def test_upload_an_image_and_see_the_prediction(session, served_model, tmp_path)
     assert 99 <= total <= 101
     result.locator(".examples img").first.wait_for()  # training pictures of the predicted character
     assert result.locator(".examples img").count() == 2
-    assert page.locator(".examples img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    # The picture really loads (waits for it, bounded): a broken URL never gets a natural width.
+    page.wait_for_function("() => { const img = document.querySelector('.examples img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=15_000)
     browser.screenshot("predict-desktop")
     browser.assert_no_js_errors()
 
