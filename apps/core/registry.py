@@ -15,10 +15,10 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_all_registries: list["Registry"] = []
+_all_registries: list[Registry] = []
 
 
-def all_registries() -> list["Registry"]:
+def all_registries() -> list[Registry]:
     """Every registry created in this process (the admin's plugin page lists them)."""
     return list(_all_registries)
 

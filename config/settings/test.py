@@ -5,9 +5,9 @@ from pathlib import Path
 # Before base reads it: tests write under var/test unless told otherwise.
 os.environ.setdefault("KYARA_DATA_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
 
-from .base import *  # noqa: F401,F403
-from .base import DATA_DIR, DATABASES, Q_CLUSTER
-from ._secret import secret_key_for
+from ._secret import secret_key_for  # noqa: E402,I001 - after KYARA_DATA_DIR is set
+from .base import *  # noqa: E402,F401,F403
+from .base import DATA_DIR, DATABASES, Q_CLUSTER  # noqa: E402
 
 SECRET_KEY = secret_key_for(DATA_DIR)
 DEBUG = False

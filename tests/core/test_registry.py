@@ -6,8 +6,6 @@ from apps.core.plugins import load_entry_points, plugin_failures
 from apps.core.registry import Registry, RegistryError
 
 
-
-
 def test_register_and_get_by_name():
     reg = Registry("widget")
 

@@ -7,13 +7,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..imaging import ALLOWED_FORMATS
 from ..models import Character, Image, Series
 from .curation import character_get_or_create, series_get_or_create
 from .ingest import image_ingest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
-assert {"JPEG", "PNG", "WEBP", "GIF", "BMP"} <= set(ALLOWED_FORMATS)
 
 
 @dataclass
@@ -63,14 +61,14 @@ def split_folder_names(names: list[str], known_series: set[str]) -> dict[str, tu
             pending.setdefault(name.split("_", 1)[0], []).append(name)
         else:
             result[name] = (name, name)
-    for first, group in pending.items():
+    for group in pending.values():
         words = [n.split("_") for n in group]
         common = 1
         if len(group) >= 2:
             shortest = min(len(w) for w in words)
             while common < shortest - 1 and len({tuple(w[: common + 1]) for w in words}) == 1:
                 common += 1
-        for name, parts in zip(group, words):
+        for name, parts in zip(group, words, strict=True):
             result[name] = ("_".join(parts[:common]), "_".join(parts[common:]))
     return result
 
@@ -88,7 +86,7 @@ def _iter_zip(archive: zipfile.ZipFile) -> Iterator[tuple[str, str, Callable[[],
     parts = [PurePosixPath(i.filename).parts for i in infos]
     tops = {p[0] for p in parts if len(p) >= 3}
     strip = 1 if tops and len(tops) == 1 and all(len(p) >= 3 for p in parts if not p[-1].startswith(".")) else 0
-    for info, p in sorted(zip(infos, parts), key=lambda x: x[0].filename):
+    for info, p in sorted(zip(infos, parts, strict=True), key=lambda x: x[0].filename):
         p = p[strip:]
         if len(p) < 2 or p[0].startswith(".") or p[0] == "__MACOSX":
             continue

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
