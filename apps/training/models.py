@@ -37,6 +37,10 @@ class TrainingJob(TimeStampedModel):
     device = models.CharField(max_length=40, blank=True)
     precision = models.CharField(max_length=10, blank=True)
     world_size = models.PositiveSmallIntegerField(default=1)
+    weights_used = models.CharField(max_length=500, blank=True,
+                                    help_text="The starting weights the run actually used: imagenet, none or a file")
+    weights_reason = models.CharField(max_length=500, blank=True, help_text="Why those weights (weights: auto)")
+    recipe = models.CharField(max_length=20, blank=True, help_text="The recipe its defaults came from")
     progress = models.FloatField(default=0.0, help_text="Fraction of all training steps done")
     epochs_run = models.PositiveIntegerField(default=0)
     best_epoch = models.PositiveIntegerField(null=True, blank=True)
