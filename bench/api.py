@@ -94,14 +94,15 @@ def setup_platform(data_dir: Path, threads: int) -> dict:
     from apps.inference.services import model_alias_set, model_version_register
     from apps.ml.architectures import architectures, count_parameters
     from apps.ml.artifacts import save_serving_artifact
-    from apps.ml.runtime import Normalizer, decode_for_model
+    from apps.ml.images import decode_eval_crop
+    from apps.ml.runtime import Normalizer
 
     call_command("migrate", verbosity=0)
     arch = architectures.get("mobilenet_v2")
     torch.manual_seed(0)
     model = arch.build(32, weights="none")
     calibration = Normalizer(arch.normalization)(
-        [decode_for_model(anime_like_jpeg(9000 + i), input_size=224, max_pixels=10**8) for i in range(16)])
+        [decode_eval_crop(anime_like_jpeg(9000 + i), image_size=224, max_pixels=10**8) for i in range(16)])
     with torch.no_grad():  # BatchNorm statistics from real-looking pictures keep activations well scaled
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

@@ -41,7 +41,7 @@ from apps.ml.architectures import architectures  # noqa: E402
 from apps.ml.config import TrainConfig  # noqa: E402
 from apps.ml.data import Sample  # noqa: E402
 from apps.ml.engine import Callbacks, fit  # noqa: E402
-from apps.ml.transforms import resize_size  # noqa: E402
+from apps.ml.images import resize_size  # noqa: E402
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 

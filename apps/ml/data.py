@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .images import decode_image
+from .images import decode_resized
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +44,14 @@ _MAX_PIXELS = 500_000_000
 def decode_to_tensor(data: bytes, short_side: int) -> torch.Tensor:
     """Encoded bytes → uint8 ``3×H×W`` with ``min(H, W) == short_side`` (up- or down-scaled).
 
-    The same decoder as ingest and serving (``apps.ml.images``): first frame, EXIF orientation,
-    transparency over white, JPEG DCT-domain downscaling (``draft``) when the image is large enough.
+    Exactly ``apps.ml.images.decode_resized``, the first half of the serving path's eval geometry.
     """
-    img = decode_image(data, max_pixels=_MAX_PIXELS, min_side=1, draft_short_side=short_side).rgb
-    w, h = img.size
-    scale = short_side / min(w, h)
-    size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
-    if size != (w, h):
-        img = img.resize(size, PILImage.BILINEAR, reducing_gap=None if scale > 1 else 2.0)
+    img = decode_resized(data, short_side=short_side, max_pixels=_MAX_PIXELS)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
 def cache_key(samples: Sequence[Sample], short_side: int) -> str:
-    digest = hashlib.sha256(f"kyara-cache/1:{short_side}".encode())
+    digest = hashlib.sha256(f"kyara-cache/2:{short_side}".encode())
     for sample in samples:
         digest.update(f"\n{sample.key}".encode())
     return digest.hexdigest()[:32]

@@ -28,7 +28,8 @@ from .checkpoints import BEST, LAST, CheckpointError, load_checkpoint, save_chec
 from .config import TrainConfig
 from .data import CachedImageDataset, EpochSampler, Sample, build_cache, item_seed, make_loader
 from .device import resolve_precision, select_device, set_threads
-from .transforms import BatchAugment, BatchNormalizer, EvalCrop, TrainCrop, resize_size
+from .images import resize_size
+from .transforms import BatchAugment, BatchNormalizer, EvalCrop, TrainCrop
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Validating and decoding image bytes with Pillow: one implementation for ingest and for serving.
+"""Validating and decoding image bytes with Pillow, and the eval geometry: one implementation for ingest,
+training, evaluation and serving.
 
-No Django: limits come in as arguments. Every refusal is an ``ImageRejected`` with a stable reason
+No Django and no torch: limits come in as arguments. Every refusal is an ``ImageRejected`` with a stable reason
 code (``empty``, ``not_an_image``, ``unsupported_format``, ``too_many_pixels``, ``too_small``,
 ``truncated``, ``corrupt``) and a message a person can act on.
 """
@@ -115,3 +116,49 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int, draft_short_sid
     if orientation in (5, 6, 7, 8):  # a quarter turn swaps the sides
         width, height = height, width
     return DecodedImage(rgb=rgb, format=fmt, extension=ALLOWED_FORMATS[fmt], width=width, height=height)
+
+
+# --- The eval geometry: one owner for training's val/test, ``evaluate`` and ``/predict`` ------------------
+#
+# "Resize the short side to S = round(size * 256 / 224), then take the central size² square at an
+# integer offset." Training caches the resized image (``decode_resized``) and crops it with
+# ``center_offsets``; serving runs ``decode_eval_crop``, which is the same two calls. There is no
+# second, "equivalent" formulation: a fractional source box resampled straight to the input size
+# looks the same on photos and is a different picture for upscaled pixel art (a sub-pixel shift and
+# another blur), which is how a served model once scored 44.5% where its job reported 73.3%.
+
+def resize_size(image_size: int) -> int:
+    """Short side before the center crop, in the 256:224 proportion torchvision's references use."""
+    return int(round(image_size * 256 / 224))
+
+
+def resize_short_side(img: Image.Image, short_side: int) -> Image.Image:
+    """Scale so that ``min(width, height) == short_side`` (bilinear; antialiased when shrinking)."""
+    width, height = img.size
+    scale = short_side / min(width, height)
+    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+    if size == (width, height):
+        return img
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=None if scale > 1 else 2.0)
+
+
+def center_offsets(height: int, width: int, side: int) -> tuple[int, int]:
+    """(top, left) of the central ``side``² square, in whole pixels (the training cache crops with it too)."""
+    return (height - side) // 2, (width - side) // 2
+
+
+def decode_resized(data: bytes, *, short_side: int, max_pixels: int, min_side: int = 1) -> Image.Image:
+    """Decode (JPEG draft while the short side stays >= ``short_side``) and resize the short side to it."""
+    img = decode_image(data, max_pixels=max_pixels, min_side=min_side, draft_short_side=short_side).rgb
+    return resize_short_side(img, short_side)
+
+
+def decode_eval_crop(data: bytes, *, image_size: int, max_pixels: int, min_side: int = 8) -> Image.Image:
+    """The model's input picture: ``image_size``² RGB, exactly what training validated and tested on.
+
+    Raises ``ImageRejected`` with a reason code on every refusal; the pixel count is checked from the
+    header before anything is decoded, so a decompression bomb costs nothing.
+    """
+    img = decode_resized(data, short_side=resize_size(image_size), max_pixels=max_pixels, min_side=min_side)
+    top, left = center_offsets(img.height, img.width, image_size)
+    return img.crop((left, top, left + image_size, top + image_size))

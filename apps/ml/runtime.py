@@ -2,16 +2,16 @@
 
 What makes it fast on a small CPU (numbers in docs/research performance.md and bench/api.py):
 
-- JPEG decode with ``Image.draft`` (DCT-domain downscaling, ~2.4x cheaper than a full decode), then one
-  Pillow resize straight from the source crop box to the model's input (resize + center-crop in one
-  pass), and normalisation in numpy (single-threaded: small torch ops stall on a busy box);
+- the eval geometry of ``apps.ml.images.decode_eval_crop`` (JPEG ``draft``, short side to S, integer
+  center crop): the very function training's cache is built with, so serving sees what validation saw;
+  normalisation in numpy (single-threaded: small torch ops stall on a busy box);
 - one batched forward for a batch request, under ``torch.inference_mode`` with channels-last memory;
 - ONNX Runtime (fp32, numerically equal to eager PyTorch to ~1e-6) when it measurably wins, which
   ``backend="auto"`` decides by timing both on this machine when the model loads. The exported graph is
   cached on disk by the artifact's sha256, so a second process or restart skips the export.
 
 The eval transform is the classic one: short side to ``round(input_size * 256 / 224)``, center crop
-``input_size``, ImageNet-style normalisation from the artifact.
+``input_size``, normalisation from the artifact.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 from .artifacts import ArtifactError, load_serving_artifact
-from .images import ImageRejected, decode_image
+from .images import ImageRejected, decode_eval_crop
 
 logger = logging.getLogger(__name__)
 
@@ -41,31 +41,6 @@ AGREEMENT_TOLERANCE = 1e-4
 
 # The predictor's refusals are the shared decoder's; the old name stays for callers.
 InputRejected = ImageRejected
-
-
-def resize_size(input_size: int) -> int:
-    """Short side before the center crop (256 for 224, the usual eval ratio)."""
-    return int(round(input_size * 256 / 224))
-
-
-def decode_for_model(data: bytes, *, input_size: int, max_pixels: int, min_side: int = 8) -> Image.Image:
-    """Validate and decode ``data`` into an ``input_size``² RGB crop, the eval transform's geometry.
-
-    The pixel count is checked from the header before anything is decoded, so a decompression bomb
-    costs nothing. Raises ``InputRejected`` with a reason code on every refusal.
-    """
-    short = resize_size(input_size)
-    img = decode_image(data, max_pixels=max_pixels, min_side=min_side, draft_short_side=short).rgb
-    # Resize the short side to ``short`` and center-crop ``input_size`` in one resample: the crop box is
-    # expressed in source pixels, so only the pixels that survive the crop are resampled.
-    width, height = img.size
-    scale = short / min(width, height)
-    new_w, new_h = max(short, round(width * scale)), max(short, round(height * scale))
-    left = (new_w - input_size) / 2 / scale
-    top = (new_h - input_size) / 2 / scale
-    side = input_size / scale
-    box = (left, top, left + side, top + side)
-    return img.resize((input_size, input_size), Image.Resampling.BILINEAR, box=box)
 
 
 class Normalizer:
@@ -249,7 +224,7 @@ class Predictor:
         return self.forward.name
 
     def decode(self, data: bytes) -> Image.Image:
-        return decode_for_model(data, input_size=self.input_size, max_pixels=self.max_pixels, min_side=self.min_side)
+        return decode_eval_crop(data, image_size=self.input_size, max_pixels=self.max_pixels, min_side=self.min_side)
 
     def decode_batch(self, images: list[bytes]) -> list[Image.Image]:
         """Decode several uploads on ``batch_threads`` threads (Pillow releases the GIL while decoding).

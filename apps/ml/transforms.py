@@ -20,17 +20,14 @@ import torch
 from torch.nn import functional as F
 
 from .config import TrainConfig
-
-
-def resize_size(image_size: int) -> int:
-    """Short side before the center crop, in the 256:224 proportion torchvision's references use."""
-    return int(round(image_size * 256 / 224))
+from .images import center_offsets
 
 
 def _center_square(img: torch.Tensor, side: int, top: int | None = None, left: int | None = None) -> torch.Tensor:
     _, h, w = img.shape
-    top = (h - side) // 2 if top is None else top
-    left = (w - side) // 2 if left is None else left
+    center_top, center_left = center_offsets(h, w, side)
+    top = center_top if top is None else top
+    left = center_left if left is None else left
     return img[:, top:top + side, left:left + side]
 
 
@@ -51,7 +48,8 @@ class TrainCrop:
 
 
 class EvalCrop:
-    """Per image: the central ``image_size`` square of an image whose short side is already S."""
+    """Per image: the central ``image_size`` square of an image whose short side is already S; with the
+    cache's ``decode_resized`` this is ``apps.ml.images.decode_eval_crop``, pixel for pixel."""
 
     def __init__(self, image_size: int) -> None:
         self.image_size = image_size

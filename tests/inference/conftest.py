@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 
 from apps.ml.architectures import architectures
 from apps.ml.artifacts import save_serving_artifact
-from apps.ml.runtime import Normalizer, decode_for_model
+from apps.ml.images import decode_eval_crop
+from apps.ml.runtime import Normalizer
 
 CLASSES = {  # label (character slug) → (display name, dominant colour)
     "colors_red_hero": ("Red Hero", (210, 40, 40)),
@@ -65,7 +66,7 @@ def _train(model: torch.nn.Module, steps: int, seed: int) -> None:
     for index, label in enumerate(LABELS):
         for s in range(8):
             data = class_image_bytes(label, 1000 + seed * 100 + s)
-            crops.append(decode_for_model(data, input_size=arch.input_size, max_pixels=10**8))
+            crops.append(decode_eval_crop(data, image_size=arch.input_size, max_pixels=10**8))
             targets.append(index)
     x, y = torch.from_numpy(normalize(crops)), torch.tensor(targets)
     with torch.no_grad():

@@ -12,14 +12,15 @@ from torchvision import transforms as T
 
 from apps.ml.architectures import architectures
 from apps.ml.artifacts import ArtifactError
-from apps.ml.runtime import InputRejected, Predictor, decode_for_model, load_predictor, resize_size
+from apps.ml.images import decode_eval_crop, resize_size
+from apps.ml.runtime import InputRejected, Predictor, load_predictor
 from tests.conftest import make_image_bytes
 
 from .conftest import LABELS, class_image_bytes
 
 
 def _decode(data, **kw):
-    return decode_for_model(data, input_size=kw.pop("input_size", 128), max_pixels=kw.pop("max_pixels", 10**7), **kw)
+    return decode_eval_crop(data, image_size=kw.pop("input_size", 128), max_pixels=kw.pop("max_pixels", 10**7), **kw)
 
 
 @pytest.mark.parametrize("data, reason", [

@@ -5,7 +5,8 @@ from PIL import Image
 
 from apps.ml.config import TrainConfig
 from apps.ml.data import CachedImageDataset, EpochSampler, Sample, build_cache, decode_to_tensor
-from apps.ml.transforms import BatchAugment, EvalCrop, TrainCrop, resize_size
+from apps.ml.images import resize_size
+from apps.ml.transforms import BatchAugment, EvalCrop, TrainCrop
 
 from .images import class_image_bytes
 
