@@ -1,10 +1,11 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
-from apps.core.views import health
+from apps.core.throttling import throttle_login_posts
+from apps.core.views import ObtainAuthTokenView, health
 
 api_v1 = [
     path("", include("apps.characters.api.urls")),
@@ -14,13 +15,20 @@ api_v1 = [
     path("", include("apps.evaluation.api.urls")),
 ]
 
+handler400 = "apps.core.views.bad_request"
+handler404 = "apps.core.views.page_not_found"
+handler500 = "apps.core.views.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The browsable API's log-in, throttled (the include below keeps its names and its log-out).
+    path("api/v1/auth/login/", throttle_login_posts(
+        LoginView.as_view(template_name="rest_framework/login.html")), name="api-login"),
     path("api/v1/auth/", include("rest_framework.urls")),
-    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/v1/auth/token/", ObtainAuthTokenView.as_view(), name="api-token"),
     path("healthz", health, name="healthz"),
     path("", include("apps.inference.urls")),  # the original service's paths: /predict, /health, ...
     path("", include("apps.dashboard.urls")),

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -118,12 +119,75 @@ def running_qcluster(log_name: str = "qcluster-test.log", **extra_env: str):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
+        log.close()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class Gunicorn:
+    proc: subprocess.Popen
+    url: str
+    host: str
+    port: int
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def worker_memory_kb(self) -> dict[str, int]:
+        """The (single) worker's resident memory now and at its peak (VmRSS, VmHWM), in KiB."""
+        (pid,) = self.worker_pids()
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        return {name: int(fields[name].split()[0]) for name in ("VmRSS", "VmHWM")}
+
+
+@contextlib.contextmanager
+def running_gunicorn(*, threads: int = 2, log_name: str = "gunicorn-test.log", use_test_db: bool = True,
+                     **extra_env: str):
+    """``make serve``'s server, gunicorn with one worker, on a free port of 127.0.0.1; stopped on exit.
+    ``use_test_db``: point it at the test database (the caller holds a database fixture)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = child_env(**extra_env) if use_test_db else {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+                                                       **extra_env}
+    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / log_name, "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--threads", str(threads), "--timeout", "120"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    server = Gunicorn(proc, f"http://127.0.0.1:{port}", "127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gunicorn exited with {proc.returncode}; see {log.name}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+                if server.worker_pids():
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not listen within 60 s; see {log.name}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        stop_process(proc)
         log.close()
 
 

@@ -6,6 +6,7 @@ from django.urls import path
 
 from .plugins import plugin_failures
 from .registry import all_registries
+from .throttling import throttle_login_posts
 
 
 def plugins_view(request):
@@ -27,3 +28,5 @@ def _get_urls():
 
 
 admin.site.get_urls = _get_urls
+# Log-in attempts to the admin count against the same per-address rate as every other log-in.
+admin.site.login = throttle_login_posts(admin.site.login)

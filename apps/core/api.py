@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+# What a client sees when the database does not answer (/health, /api/v1/health); the reason, which may
+# name hosts, users or paths, goes to the server log only.
+DATABASE_DOWN = "error: the database did not answer (details in the server log)"
 
 
 class ServiceError(Exception):
@@ -42,6 +47,10 @@ def _flatten(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):  # apps.core.limits' cap, or Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(error_body("request_too_large", str(exc) or "The request body is too large."), status=413)
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return Response(error_body("too_many_fields", str(exc)), status=400)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return Response(error_body("invalid", _flatten(detail), fields=detail), status=400)

@@ -3,11 +3,14 @@ old JSON API (apps/inference/urls.py); every page lives under /ui/ except home a
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from apps.core.throttling import throttle_login_posts
+
 from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", throttle_login_posts(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+         name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("ui/predict/", views.predict, name="predict"),
     path("ui/predict/examples/", views.predict_examples, name="predict-examples"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -63,11 +64,17 @@ def _answer(loaded, version: ModelVersion, probabilities, top_k: int) -> dict:
             "predictions": predictions}
 
 
-def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: bool = False) -> dict:
-    """Answer for every upload: cached results first, the rest decoded and run as one batched forward."""
+def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: bool = False,
+                    versions_allowed: bool = True,
+                    before_load: Callable[[ModelVersion], None] | None = None) -> dict:
+    """Answer for every upload: cached results first, the rest decoded and run as one batched forward.
+
+    ``before_load`` is called when answering needs a model this process has not loaded (a load costs
+    seconds and memory): the API rate-limits loads per client with it.
+    """
     started = time.perf_counter()
     alias_watcher.ensure_started()
-    version, alias = model_resolve(model)
+    version, alias = model_resolve(model, versions_allowed=versions_allowed)
     k = top_k_parse(top_k)
     shas = [upload.sha256 for upload in uploads]
     keys = [result_cache_key(version, sha, k) for sha in shas]
@@ -80,6 +87,8 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
     missing = [i for i, result in enumerate(results) if result is None]
     backend = None
     if missing:
+        if before_load is not None and predictor_cache.peek(version) is None:
+            before_load(version)
         loaded = predictor_cache.get(version)
         predictor = loaded.predictor
         backend = predictor.backend_name

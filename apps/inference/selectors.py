@@ -1,15 +1,18 @@
 """Reads of the registry: which version a request means, what is served, whether this process is ready."""
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.core.api import ServiceError
+from apps.core.api import DATABASE_DOWN, ServiceError
 
 from .models import AliasChange, ModelAlias, ModelVersion
 from .predictors import predictor_cache
 
 DEFAULT_ALIAS = "default"
+logger = logging.getLogger(__name__)
 
 
 _versions: dict[int, ModelVersion] = {}  # per process: id → row, refreshed whenever updated_at moves
@@ -26,8 +29,8 @@ def alias_key(name: str) -> str:
     return f"kyara:inference:alias:{name}"
 
 
-def model_resolve(name: str | None) -> tuple[ModelVersion, str | None]:
-    """An alias first, then a version name; ``(version, alias or None)``.
+def model_resolve(name: str | None, *, versions_allowed: bool = True) -> tuple[ModelVersion, str | None]:
+    """An alias first, then a version name (when ``versions_allowed``); ``(version, alias or None)``.
 
     The hot path touches no database: the alias → (version id, updated_at) pair lives in Django's cache
     for ``KYARA_ALIAS_CACHE_SECONDS`` and is dropped by signals the moment an alias or version changes
@@ -47,6 +50,10 @@ def model_resolve(name: str | None) -> tuple[ModelVersion, str | None]:
         return _version(*pair), alias_name
     version = ModelVersion.objects.filter(name=name).first()
     if version is not None:
+        if not versions_allowed:
+            raise ServiceError("version_not_allowed", f"{name!r} is a model version, not an alias; anonymous "
+                               "clients may name aliases only (KYARA_PREDICT_ANON_VERSIONS). Sign in, or ask for "
+                               "an alias to point at it.", status_code=403)
         return version, None
     if name == DEFAULT_ALIAS:
         raise ServiceError("no_model", "No model is promoted yet: point the 'default' alias at a model version "
@@ -75,8 +82,9 @@ def inference_health() -> dict:
     default, problem, database = None, "", "ok"
     try:  # the readiness query is the database check too
         alias = ModelAlias.objects.select_related("version__availability").filter(name=DEFAULT_ALIAS).first()
-    except Exception as exc:  # noqa: BLE001
-        alias, database = None, f"error: {exc}"
+    except Exception:  # noqa: BLE001 - the reason may name hosts and users: the log has it, clients do not
+        logger.exception("Health check: the database did not answer")
+        alias, database = None, DATABASE_DOWN
     if database == "ok" and alias is None:
         problem = "no model is promoted to 'default' yet"
     elif alias is not None:

@@ -38,9 +38,9 @@ def test_predict_answers_the_right_character(path, api_client, registry, class_i
         assert body["time_ms"] > 0 and len(body["sha256"]) == 64
 
 
-def test_predict_by_version_name_alias_and_top_k(api_client, registry, class_images):
+def test_predict_by_version_name_alias_and_top_k(api_client, staff_api_client, registry, class_images):
     data = class_images[LABELS[2]]
-    by_version = api_client.post("/api/v1/predict?model=simple-v2&top_k=2", {"file": upload(data)}).json()
+    by_version = staff_api_client.post("/api/v1/predict?model=simple-v2&top_k=2", {"file": upload(data)}).json()
     assert by_version["model"] == {**by_version["model"], "version": "simple-v2", "alias": None}
     assert len(by_version["predictions"]) == 2 and by_version["label"] == LABELS[2]
     ModelAlias.objects.create(name="candidate", version=registry.v2)
@@ -176,6 +176,57 @@ def test_predict_is_throttled_for_anonymous_clients(api_client, registry, class_
     assert codes == [200, 200, 429]
 
 
+def test_anonymous_clients_name_aliases_not_versions(api_client, registry, class_images, django_user_model, settings):
+    data = {"file": upload(class_images[LABELS[1]])}
+    response = api_client.post("/api/v1/predict?model=simple-v2", data)
+    error = error_of(response)
+    assert response.status_code == 403 and error["code"] == "version_not_allowed" and "alias" in error["message"]
+    from apps.inference.predictors import predictor_cache
+
+    assert predictor_cache.peek(registry.v2) is None  # refused before anything was loaded
+    ModelAlias.objects.create(name="candidate", version=registry.v2)
+    data["file"].seek(0)
+    assert api_client.post("/api/v1/predict?model=candidate", data).json()["model"]["version"] == "simple-v2"
+    # A signed-in (not staff) client may name a version; so may anyone when the setting allows it.
+    user = django_user_model.objects.create_user("viewer", password="pw-viewer-123")
+    api_client.force_authenticate(user)
+    data["file"].seek(0)
+    assert api_client.post("/api/v1/predict_batch?model=simple-v1", {"files": [data["file"]]}).status_code == 200
+    api_client.force_authenticate(None)
+    settings.KYARA_PREDICT_ANON_VERSIONS = True
+    data["file"].seek(0)
+    assert api_client.post("/api/v1/predict?model=simple-v1", data).status_code == 200
+
+
+def test_model_loads_are_rate_limited_per_client(api_client, staff_api_client, registry, class_images, settings):
+    from apps.inference.predictors import predictor_cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
+        **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "model_load": "2/hour"}}
+    settings.KYARA_PREDICTOR_CACHE_SIZE = 1  # every switch of alias evicts the other model
+    ModelAlias.objects.create(name="candidate", version=registry.v2)
+    predictor_cache.clear()
+
+    def ask(client, alias, seed):
+        return client.post(f"/api/v1/predict?model={alias}", {"file": upload(class_image_bytes(LABELS[0], seed))})
+
+    # default (load 1), candidate (load 2), candidate again (loaded: free), default (a third load: refused).
+    codes = [ask(api_client, alias, seed).status_code
+             for seed, alias in enumerate(["default", "candidate", "candidate", "default"], start=100)]
+    assert codes == [200, 200, 200, 429]
+    refused = ask(api_client, "default", 200)
+    error = error_of(refused)
+    assert error["code"] == "throttled" and "simple-v1" in error["message"] and int(refused["Retry-After"]) > 0
+    # A cached answer needs no load, so it is still served; staff are not counted; other clients have their own.
+    assert ask(api_client, "candidate", 101).json()["cached"] is True
+    assert ask(staff_api_client, "default", 300).status_code == 200
+    assert ask(api_client, "default", 100).json()["cached"] is True  # (cached by the first request)
+    predictor_cache.clear()
+    other = api_client.post("/api/v1/predict", {"file": upload(class_image_bytes(LABELS[0], 400))},
+                            REMOTE_ADDR="10.0.0.9")
+    assert other.status_code == 200
+
+
 # --- Corrupt or missing artifacts: the version is unavailable with a reason -----------------------------
 
 def test_corrupt_artifact_makes_the_version_unavailable_not_a_crash(api_client, registry, broken_copy, class_images):
@@ -207,7 +258,7 @@ def test_missing_artifact_and_unreadable_artifact(api_client, registry, broken_c
     from apps.inference.predictors import predictor_cache
 
     predictor_cache.clear()
-    response = api_client.post("/api/v1/predict?model=simple-garbage", {"file": upload(class_images[LABELS[0]])})
+    response = staff_api_client.post("/api/v1/predict?model=simple-garbage", {"file": upload(class_images[LABELS[0]])})
     assert response.status_code == 503 and "missing" in error_of(response)["message"]
 
 

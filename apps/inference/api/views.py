@@ -1,12 +1,15 @@
 """The predict API (open, throttled) and the registry API (read open, changes staff-only)."""
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -14,6 +17,8 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from apps.core.api import ServiceError
+from apps.core.limits import MULTIPART_SLACK_BYTES
+from apps.core.throttling import ModelLoadThrottle
 
 from .. import services
 from ..models import ModelAlias, ModelVersion
@@ -71,6 +76,24 @@ class _PredictBase(APIView):
     throttle_classes = [PredictAnonThrottle, PredictUserThrottle]
     parser_classes = [MultiPartParser, FormParser]
 
+    def _predict(self, request, uploads: list[Upload], *, batch: bool = False) -> dict:
+        user = request.user
+        signed_in = bool(user and user.is_authenticated)
+
+        def before_load(version) -> None:
+            throttle = ModelLoadThrottle()
+            if not throttle.allow_request(request, self):
+                wait = throttle.wait()
+                raise Throttled(wait=wait, detail=(
+                    f"Too many model loads from this client: {version.name} is not loaded in this server process "
+                    f"and loading it is rate-limited (KYARA_THROTTLE_MODEL_LOAD). Use a loaded alias "
+                    f"(GET /api/v1/health lists them) or try again in {math.ceil(wait or 1)} seconds."))
+
+        return predict_uploads(model=self._option(request, "model"), uploads=uploads,
+                               top_k=self._option(request, "top_k"), batch=batch,
+                               versions_allowed=signed_in or settings.KYARA_PREDICT_ANON_VERSIONS,
+                               before_load=before_load)
+
     def _option(self, request, name):
         value = request.query_params.get(name)
         if value is None:
@@ -84,22 +107,28 @@ class _PredictBase(APIView):
 class PredictView(_PredictBase):
     """POST one image (multipart ``file``); optional ``model`` (alias or version) and ``top_k``."""
 
+    @staticmethod
+    def request_body_limit() -> int:
+        return settings.KYARA_PREDICT_MAX_BYTES + MULTIPART_SLACK_BYTES
+
     @extend_schema(request={"multipart/form-data": PredictRequestSerializer}, responses={200: dict})
     def post(self, request):
         uploads = _uploads(request, "file", 1)
-        answer = predict_uploads(model=self._option(request, "model"), uploads=uploads,
-                                 top_k=self._option(request, "top_k"))
+        answer = self._predict(request, uploads)
         return Response({"model": answer["model"], **answer["results"][0], "time_ms": answer["time_ms"]})
 
 
 class PredictBatchView(_PredictBase):
     """POST up to ``KYARA_PREDICT_BATCH_MAX`` images (multipart ``files``), answered by one batched forward."""
 
+    @staticmethod
+    def request_body_limit() -> int:
+        return settings.KYARA_PREDICT_BATCH_MAX * settings.KYARA_PREDICT_MAX_BYTES + MULTIPART_SLACK_BYTES
+
     @extend_schema(request={"multipart/form-data": PredictBatchRequestSerializer}, responses={200: dict})
     def post(self, request):
         uploads = _uploads(request, "files", settings.KYARA_PREDICT_BATCH_MAX)
-        answer = predict_uploads(model=self._option(request, "model"), uploads=uploads,
-                                 top_k=self._option(request, "top_k"), batch=True)
+        answer = self._predict(request, uploads, batch=True)
         return Response({**answer, "count": len(uploads)})
 
 

@@ -1,0 +1,90 @@
+"""Throttles on every API view, on every log-in, and a client address that X-Forwarded-For cannot pick;
+/health that says the database is down without quoting the driver's error."""
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rates(settings):
+    def set_rates(**rates):
+        current = settings.REST_FRAMEWORK
+        settings.REST_FRAMEWORK = {**current, "DEFAULT_THROTTLE_RATES": {**current["DEFAULT_THROTTLE_RATES"], **rates}}
+    return set_rates
+
+
+def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(rates, staff_user):
+    rates(anon="2/min", user="3/min")
+    anonymous = APIClient()
+    assert [anonymous.get("/api/v1/series/").status_code for _ in range(3)] == [200, 200, 429]
+    refused = anonymous.get("/api/v1/characters/")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "throttled" and refused["Retry-After"]
+    signed_in = APIClient()
+    signed_in.force_authenticate(staff_user)
+    assert [signed_in.get("/api/v1/series/").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_x_forwarded_for_picks_the_bucket_only_behind_a_declared_proxy(rates, settings):
+    rates(anon="1/min")
+    client = APIClient()
+    assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="1.1.1.1").status_code == 200
+    # No proxy declared (KYARA_NUM_PROXIES=0): a new header is the same client.
+    assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="2.2.2.2").status_code == 429
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="3.3.3.3").status_code == 200
+    assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="3.3.3.3").status_code == 429
+
+
+def test_the_token_endpoint_is_throttled(rates, staff_user):
+    rates(login="3/min")
+    client = APIClient()
+    wrong = {"username": "curator", "password": "wrong"}
+    assert [client.post("/api/v1/auth/token/", wrong).status_code for _ in range(3)] == [400, 400, 400]
+    refused = client.post("/api/v1/auth/token/", {"username": "curator", "password": "pw-curator"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "throttled"
+    assert int(refused["Retry-After"]) > 0
+    other = APIClient(REMOTE_ADDR="10.1.2.3")  # another address still logs in
+    assert other.post("/api/v1/auth/token/", {"username": "curator", "password": "pw-curator"}).json()["token"]
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/", "/api/v1/auth/login/"])
+def test_every_log_in_form_is_throttled(path, rates, client, staff_user):
+    rates(login="2/min")
+    assert client.get(path).status_code == 200  # reading the form costs nothing
+    codes = [client.post(path, {"username": "curator", "password": "wrong"}).status_code for _ in range(2)]
+    assert codes == [200, 200]  # the form again, with its error
+    refused = client.post(path, {"username": "curator", "password": "pw-curator"})
+    assert refused.status_code == 429 and "Too many log-in attempts" in refused.content.decode()
+    assert int(refused["Retry-After"]) > 0 and "_auth_user_id" not in client.session
+
+
+@pytest.fixture
+def unreachable_database(db):
+    """The default connection replaced by a real PostgreSQL connection to a closed port, with credentials
+    (put back before the test database's own teardown)."""
+    from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    config = {**connections.settings["default"], "ENGINE": "django.db.backends.postgresql", "NAME": "kyara",
+              "USER": "kyara_admin", "PASSWORD": "hunter2-secret", "HOST": "127.0.0.1", "PORT": "1", "OPTIONS": {},
+              "CONN_MAX_AGE": 0}
+    broken = DatabaseWrapper(config, "default")
+    original = connections["default"]
+    connections._connections.default = broken
+    yield broken
+    connections._connections.default = original
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/health", "/api/v1/health"])
+def test_health_does_not_quote_the_database_error(path, unreachable_database, client):
+    from apps.core.api import DATABASE_DOWN
+
+    response = client.get(path)
+    body = response.json()
+    assert response.status_code == 503 and body["ready"] is False and body["live"] is True
+    assert body["database"] == DATABASE_DOWN
+    text = response.content.decode()
+    assert "127.0.0.1" not in text and "kyara_admin" not in text and "port 1" not in text.lower()
