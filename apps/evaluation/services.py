@@ -28,7 +28,6 @@ from apps.core.queue import enqueue
 from apps.inference.models import ModelVersion
 from apps.inference.services import model_version_metrics_record, model_version_threshold_set
 from apps.ml import metrics
-from apps.ml.runtime import InputRejected
 
 from .models import DEFAULT_TIER_RULES, CharacterResult, EvaluationRun, TierRule
 
@@ -158,34 +157,17 @@ def _read(name: str) -> bytes:
 
 
 def _predict(predictor, files: list[str], *, batch_size: int, latency_images: int) -> _Predictions:
-    """Probabilities for every file through the serving path, in batches like ``/predict_batch``; then the
-    first ``latency_images`` again one by one, like ``/predict``, for per-image latency."""
-    kept, chunks, rejected, seconds, sample = [], [], [], 0.0, []
-    batch_size = max(1, batch_size)
-    for start in range(0, len(files), batch_size):
-        blobs = [(i, _read(files[i])) for i in range(start, min(start + batch_size, len(files)))]
-        began = time.perf_counter()
-        crops, indexes = [], []
-        for i, data in blobs:
-            try:
-                crops.append(predictor.decode(data))
-                indexes.append(i)
-            except InputRejected as exc:
-                rejected.append({"file": files[i], "reason": exc.reason, "message": exc.message})
-        if crops:
-            chunks.append(predictor.probabilities(predictor.normalize(crops)))
-        seconds += time.perf_counter() - began
-        kept.extend(indexes)
-        accepted = set(indexes)
-        sample.extend([data for i, data in blobs if i in accepted][:max(0, latency_images - len(sample))])
+    """Probabilities for every file through the serving path (``Predictor.predict_many``, in batches like
+    ``/predict_batch``); then the first ``latency_images`` again one by one, like ``/predict``."""
+    done = predictor.predict_many((_read(name) for name in files), batch_size=batch_size)
+    rejected = [{"file": files[i], "reason": exc.reason, "message": exc.message} for i, exc in done.rejected]
     latencies = []
-    for data in sample:
+    for i in done.kept[:max(0, latency_images)]:
+        data = _read(files[i])
         began = time.perf_counter()
-        predictor.probabilities(predictor.normalize([predictor.decode(data)]))
+        predictor.predict([data])
         latencies.append((time.perf_counter() - began) * 1000)
-    width = len(predictor.labels)
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.float32)
-    return _Predictions(kept, probabilities, rejected, seconds, latencies)
+    return _Predictions(done.kept, done.probabilities, rejected, done.seconds, latencies)
 
 
 def _device() -> str:

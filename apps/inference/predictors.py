@@ -62,6 +62,17 @@ def _record(version: ModelVersion, **state) -> None:
         logger.warning("Could not record the availability of %s: %s", version.name, exc)
 
 
+def load_serving_predictor(path, *, expected_sha256: str | None = None) -> Predictor:
+    """An artifact loaded exactly as the server loads it (backend, threads, limits from the settings).
+    The training runner measures a new model's test accuracy with it, so the job's number is the server's."""
+    return load_predictor(
+        path, expected_sha256=expected_sha256, backend=settings.KYARA_INFERENCE_BACKEND,
+        threads=settings.KYARA_INFERENCE_THREADS, batch_threads=settings.KYARA_INFERENCE_BATCH_THREADS,
+        onnx_cache_dir=settings.CACHE_DIR / "onnx", max_pixels=settings.KYARA_PREDICT_MAX_PIXELS,
+        min_side=settings.KYARA_PREDICT_MIN_SIDE,
+    )
+
+
 class PredictorCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -108,13 +119,7 @@ class PredictorCache:
 
     def _load(self, version: ModelVersion, key: tuple) -> LoadedModel:
         try:
-            predictor = load_predictor(
-                version.artifact_path, expected_sha256=version.artifact_sha256,
-                backend=settings.KYARA_INFERENCE_BACKEND, threads=settings.KYARA_INFERENCE_THREADS,
-                batch_threads=settings.KYARA_INFERENCE_BATCH_THREADS,
-                onnx_cache_dir=settings.CACHE_DIR / "onnx", max_pixels=settings.KYARA_PREDICT_MAX_PIXELS,
-                min_side=settings.KYARA_PREDICT_MIN_SIDE,
-            )
+            predictor = load_serving_predictor(version.artifact_path, expected_sha256=version.artifact_sha256)
             if list(predictor.labels) != list(version.labels):
                 raise ArtifactError(f"the artifact's {len(predictor.labels)} labels differ from the registry's "
                                     f"{len(version.labels)}; re-register the artifact.")

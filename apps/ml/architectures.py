@@ -5,7 +5,11 @@ input size and normalization, which travel with every saved model.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,11 @@ class Architecture:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     weight_choices: tuple[str, ...] = field(default=("none",))
+    imagenet_url: str = ""  # torchvision's file; its name carries the first hex digits of its sha256
+
+    @property
+    def imagenet_file(self) -> str:
+        return self.imagenet_url.rsplit("/", 1)[-1]
 
     @property
     def normalization(self) -> dict:
@@ -75,7 +84,8 @@ def _load_local_weights(model: nn.Module, path: Path, *, skip_prefixes: tuple[st
     model.load_state_dict(usable, strict=False)
 
 
-@register_architecture("mobilenet_v2", weight_choices=("none", "imagenet", "<path>"))
+@register_architecture("mobilenet_v2", weight_choices=("none", "imagenet", "<path>"),
+                       imagenet_url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth")
 def mobilenet_v2(*, num_classes: int, weights: str | None = None) -> nn.Module:
     """torchvision's MobileNetV2 with a new classifier head (transfer learning).
 
@@ -131,6 +141,109 @@ def simple(*, num_classes: int, weights: str | None = None) -> nn.Module:
     if weights.lower() != "none":
         _load_local_weights(model, Path(weights).expanduser(), skip_prefixes=("classifier.",))
     return model
+
+
+# --- Which weights a run starts from -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    spec: str  # what ``Architecture.build`` gets: none | imagenet | /path/to/file
+    source: str  # what a person reads: none | imagenet | the file's path
+    reason: str
+
+
+def torchvision_cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha_prefix_ok(path: Path, file_name: str) -> bool:
+    """torchvision names its files ``<name>-<first hex digits of the sha256>.pth``."""
+    prefix = file_name.rsplit("-", 1)[-1].split(".", 1)[0]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest().startswith(prefix)
+
+
+def download_imagenet(arch: Architecture, folder: Path, *, timeout: float = 30.0) -> Path:
+    """Fetch the architecture's ImageNet file into ``folder`` (checked against the hash in its name)."""
+    if not arch.imagenet_url:
+        raise WeightsError(f"Architecture {arch.name!r} has no ImageNet weights.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / arch.imagenet_file
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(arch.imagenet_url, timeout=timeout) as response, open(tmp, "wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+        if not sha_prefix_ok(tmp, arch.imagenet_file):
+            raise WeightsError(f"The file downloaded from {arch.imagenet_url} does not match its published hash.")
+        tmp.replace(target)
+    except OSError as exc:
+        raise WeightsError(f"ImageNet weights could not be downloaded from {arch.imagenet_url}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def import_imagenet_file(arch: Architecture, source: Path, folder: Path) -> Path:
+    """Copy a file fetched elsewhere into ``folder`` under torchvision's name, once its hash checks out."""
+    source = Path(source)
+    if not arch.imagenet_url:
+        raise WeightsError(f"Architecture {arch.name!r} has no ImageNet weights.")
+    if not source.is_file():
+        raise WeightsError(f"{source} is not a file.")
+    if not sha_prefix_ok(source, arch.imagenet_file):
+        raise WeightsError(f"{source} is not {arch.imagenet_file}: its sha256 does not start with the digits in "
+                           "that name. Download it again from " + arch.imagenet_url)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / arch.imagenet_file
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target
+
+
+def choose_weights(architecture: str, requested: str, *, weights_dir: Path | None = None, download: bool = False,
+                   timeout: float = 30.0) -> WeightsChoice:
+    """Decide the starting weights of a run; ``auto`` never fails: it says why it trains from scratch.
+
+    ``auto`` looks, in order, in ``weights_dir`` (``<architecture>.pth`` or torchvision's file name, as
+    ``manage.py fetch_weights`` leaves it), in torchvision's own cache, then downloads when allowed.
+    """
+    arch = architectures.get(architecture)
+    requested = (requested or "auto").strip()
+    if requested.lower() == "none":
+        return WeightsChoice("none", "none", "asked for: weights none")
+    if requested.lower() not in ("auto", "imagenet"):
+        return WeightsChoice(requested, f"file {Path(requested).name}", "asked for: a local weights file")
+    if not arch.imagenet_url:
+        if requested.lower() == "imagenet":
+            raise WeightsError(f"Architecture {arch.name!r} has no ImageNet weights; use none or a local file.")
+        return WeightsChoice("none", "none", f"{arch.name} has no ImageNet weights, so it trains from scratch")
+    if weights_dir:
+        for name in (f"{arch.name}.pth", arch.imagenet_file):
+            path = Path(weights_dir) / name
+            if path.is_file():
+                return WeightsChoice(str(path), f"file {name}", f"ImageNet weights from {name} in the weights folder")
+    if (torchvision_cache_dir() / arch.imagenet_file).is_file():
+        return WeightsChoice("imagenet", "imagenet", "ImageNet weights from torchvision's cache")
+    if requested.lower() == "imagenet":
+        return WeightsChoice("imagenet", "imagenet", "asked for: weights imagenet (torchvision downloads them)")
+    looked = "not in the weights folder" if weights_dir else "no weights folder set"
+    if not download:
+        return WeightsChoice("none", "none", f"no ImageNet weights here ({looked}, not in torchvision's cache, "
+                                             "downloads off), so it trains from scratch; "
+                                             "`manage.py fetch_weights` puts them where a run finds them")
+    try:
+        download_imagenet(arch, torchvision_cache_dir(), timeout=timeout)
+    except WeightsError as exc:
+        return WeightsChoice("none", "none", f"no ImageNet weights here ({looked}, not in torchvision's cache) and "
+                                             f"the download failed ({exc}), so it trains from scratch")
+    return WeightsChoice("imagenet", "imagenet", "ImageNet weights downloaded into torchvision's cache")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,9 @@
-"""Every hyperparameter of a training run, with the original system's values as defaults. No Django."""
+"""Every hyperparameter of a training run. No Django.
+
+The optimisation values a recipe decides (``apps.ml.recipes``) default to ``None``: "take it from the
+recipe". ``resolved(weights_source)`` fills them in once the run knows which weights it starts from;
+a value the user gave is never replaced.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +13,7 @@ from pathlib import Path
 
 from .architectures import architectures
 from .device import DEVICE_CHOICES, PRECISION_CHOICES
+from .recipes import RECIPE_CHOICES, RECIPE_KEYS, RECIPES, recipe_for
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("cosine", "none")
@@ -26,20 +32,26 @@ class ConfigError(ValueError):
 class TrainConfig:
     # Model
     architecture: str = "mobilenet_v2"
-    weights: str = "none"  # none | imagenet | /path/to/weights.pth
+    # auto: ImageNet weights where they can be had (KYARA_WEIGHTS_DIR, torchvision's cache, a download),
+    # else from scratch; none | imagenet | /path/to/weights.pth ask for one of them outright.
+    weights: str = "auto"
     image_size: int = 0  # 0: the architecture's own input size
+    recipe: str = "auto"  # auto | finetune | scratch: where the None values below come from
     # Optimisation (the original: batch 32, 100 epochs, Adam lr 1e-4, weight decay 1e-4, cosine annealing)
     epochs: int = 100
     batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
     scheduler: str = "cosine"
-    warmup_epochs: int = 0
+    warmup_epochs: int | None = None
     min_lr: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
+    class_weighting: float | None = None  # loss weight ∝ (images of the class)^-x: 0 off, 0.5 √, 1 inverse
+    ema_decay: float | None = None  # evaluate and keep an exponential moving average of the weights; 0 off
+    refit: bool | None = None  # after choosing the epoch count on val, train again on train + val
     # Early stopping (the original: patience 10); 0 turns it off
-    patience: int = 10
+    patience: int | None = None
     monitor: str = "val_accuracy"
     # Augmentation (the original: random flips, rotations and scaling)
     scale_min: float = 0.6
@@ -65,9 +77,9 @@ class TrainConfig:
         for key, raw in data.items():
             if key not in known:
                 continue
-            default = known[key].default
+            default = RECIPES["finetune"][key] if key in RECIPE_KEYS else known[key].default
             try:
-                values[key] = _coerce(raw, default)
+                values[key] = None if raw is None and key in RECIPE_KEYS else _coerce(raw, default)
             except (TypeError, ValueError):
                 problems.append(f"{key} must be a {type(default).__name__}, got {raw!r}")
         config = cls(**values)
@@ -86,17 +98,22 @@ class TrainConfig:
             out.append(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             out.append(f"batch_size must be at least 1, got {self.batch_size}")
-        if not 0 < self.lr < 10:
-            out.append(f"lr must be a positive learning rate below 10, got {self.lr}")
-        if self.weight_decay < 0:
-            out.append(f"weight_decay cannot be negative, got {self.weight_decay}")
-        if 0 < self.lr < 10 and (self.min_lr < 0 or self.min_lr > self.lr):
+        lr = RECIPES["finetune"]["lr"] if self.lr is None else self.lr
+        if not 0 < lr < 10:
+            out.append(f"lr must be a positive learning rate below 10, got {lr}")
+        elif self.min_lr < 0 or (self.lr is not None and self.min_lr > self.lr):
             out.append(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
-        if self.epochs >= 1 and not 0 <= self.warmup_epochs < self.epochs:
+        if self.weight_decay is not None and self.weight_decay < 0:
+            out.append(f"weight_decay cannot be negative, got {self.weight_decay}")
+        if self.warmup_epochs is not None and self.epochs >= 1 and not 0 <= self.warmup_epochs < self.epochs:
             out.append(f"warmup_epochs must be between 0 and epochs - 1, got {self.warmup_epochs}")
-        if not 0 <= self.label_smoothing < 1:
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             out.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.patience < 0:
+        if self.class_weighting is not None and not 0 <= self.class_weighting <= 1:
+            out.append(f"class_weighting must be in [0, 1], got {self.class_weighting}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            out.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.patience is not None and self.patience < 0:
             out.append(f"patience cannot be negative, got {self.patience}")
         if not 0 < self.scale_min <= 1:
             out.append(f"scale_min must be in (0, 1], got {self.scale_min}")
@@ -108,7 +125,8 @@ class TrainConfig:
             out.append(f"color_jitter must be in [0, 1], got {self.color_jitter}")
         if self.workers < 0 or self.threads < 0:
             out.append("workers and threads cannot be negative")
-        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
+        for name, value, choices in (("optimizer", self.optimizer or "adam", OPTIMIZERS),
+                                     ("recipe", self.recipe, RECIPE_CHOICES), ("scheduler", self.scheduler, SCHEDULERS),
                                      ("monitor", self.monitor, MONITORS), ("device", self.device, DEVICE_CHOICES),
                                      ("precision", self.precision, PRECISION_CHOICES),
                                      ("channels_last", self.channels_last, ("auto", "on", "off"))):
@@ -119,15 +137,30 @@ class TrainConfig:
 
     def _weights_problems(self) -> list[str]:
         weights = (self.weights or "none").strip()
-        if weights.lower() in ("none", "imagenet"):
+        if weights.lower() in ("none", "imagenet", "auto"):
             if weights.lower() == "imagenet" and self.architecture in architectures:
                 choices = architectures.get(self.architecture).weight_choices
                 if "imagenet" not in choices:
                     return [f"architecture {self.architecture!r} has no ImageNet weights; use none or a local file"]
             return []
         if not Path(os.path.expanduser(weights)).is_file():
-            return [f"weights must be none, imagenet or the path of a local file; {weights!r} is not a file"]
+            return [f"weights must be auto, none, imagenet or the path of a local file; {weights!r} is not a file"]
         return []
+
+    def resolved(self, weights_source: str) -> TrainConfig:
+        """Every ``None`` filled from the recipe that fits ``weights_source`` (none | imagenet | file).
+
+        A recipe's warm-up never takes a whole short run: it is cut to ``epochs - 1``.
+        """
+        recipe = recipe_for(self.recipe, weights_source)
+        values = {key: value for key, value in RECIPES[recipe].items() if getattr(self, key) is None}
+        if "warmup_epochs" in values:
+            values["warmup_epochs"] = min(values["warmup_epochs"], max(self.epochs - 1, 0))
+        config = dataclasses.replace(self, recipe=recipe, **values)
+        problems = config.problems()
+        if problems:
+            raise ConfigError(problems)
+        return config
 
     def resolved_image_size(self) -> int:
         return self.image_size or architectures.get(self.architecture).input_size

@@ -7,7 +7,9 @@ cancel means; ``fit`` only asks ``callbacks.should_stop()`` between steps.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .architectures import architectures, count_parameters
+from .architectures import WeightsChoice, architectures, choose_weights, count_parameters
 from .artifacts import save_serving_artifact
 from .checkpoints import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -201,17 +203,46 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     tmp.replace(path)
 
 
-def _loaders(config, image_size, samples, images, dist_info):
-    train_ds = CachedImageDataset(images["train"], [s.label for s in samples["train"]], TrainCrop(config.hflip),
-                                  seed=config.seed)
-    train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=config.seed, rank=dist_info.rank,
-                                 world_size=dist_info.world_size, pad=True)
-    loaders = {"train": make_loader(train_ds, train_sampler, batch_size=config.batch_size, workers=config.workers)}
-    for split in ("val", "test"):
-        ds = CachedImageDataset(images[split], [s.label for s in samples[split]], EvalCrop(image_size))
-        sampler = EpochSampler(len(ds), shuffle=False, rank=dist_info.rank, world_size=dist_info.world_size, pad=False)
-        loaders[split] = make_loader(ds, sampler, batch_size=config.batch_size, workers=0)
-    return train_sampler, loaders
+class WeightEMA:
+    """An exponential moving average of a model's weights (and BatchNorm statistics), updated every step.
+
+    The decay ramps up as ``(1 + n) / (10 + n)`` (timm's warm-up), so a short run still averages over a
+    sensible window; the average, not the raw weights, is what gets validated and served.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(_unwrap(model)).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for mine, theirs in zip(self.module.state_dict().values(), _unwrap(model).state_dict().values(), strict=True):
+            if mine.dtype.is_floating_point:
+                mine.mul_(decay).add_(theirs.detach(), alpha=1 - decay)
+            else:
+                mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def class_weights(labels: Sequence[int], num_classes: int, power: float) -> torch.Tensor | None:
+    """Loss weights ∝ count^-power, scaled so the average image still weighs 1; ``None`` when off."""
+    if not power:
+        return None
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=num_classes).double()
+    weights = torch.where(counts > 0, counts.clamp(min=1) ** -power, torch.zeros_like(counts))
+    weights *= counts.sum() / (weights * counts).sum()
+    return weights.float()
 
 
 def _decode_all(samples, short_side, cache_dir, dist_info, should_stop):
@@ -227,15 +258,181 @@ def _decode_all(samples, short_side, cache_dir, dist_info, should_stop):
     return images
 
 
-def fit(
-    config: TrainConfig, *, train: Sequence[Sample], val: Sequence[Sample], test: Sequence[Sample] = (),
-    class_names: Sequence[str], run_dir: Path, resume: bool = False, cache_dir: Path | None = None,
-    callbacks: Callbacks | None = None,
-) -> dict:
-    """Train per ``config``; return a summary (stop reason, best epoch and metrics, test metrics, timings).
+@dataclass
+class _Run:
+    """Everything one ``fit`` call holds: its resolved config, where it runs, its decoded images."""
 
-    With ``resume`` it continues from ``run_dir/last.pt``: same epoch count, same schedule, same
-    augmentation for every remaining epoch. Under torchrun every rank calls this; rank 0 writes.
+    config: TrainConfig  # resolved: every recipe value filled in
+    weights: WeightsChoice
+    class_names: list[str]
+    run_dir: Path
+    device: torch.device
+    dist: distributed.DistInfo
+    callbacks: Callbacks
+    wall_start: float
+    images: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    labels: dict[str, list[int]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.arch = architectures.get(self.config.architecture)
+        self.image_size = self.config.resolved_image_size()
+        self.num_classes = len(self.class_names)
+        self.amp_dtype = resolve_precision(self.config.precision, self.device, self.image_size)
+        self.channels_last = self.config.channels_last == "on" or (
+            self.config.channels_last == "auto" and self.amp_dtype is not None)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
+    # --- pieces ---------------------------------------------------------------------------------------
+
+    def new_model(self, state: dict | None = None) -> nn.Module:
+        # A resumed run takes every weight from its checkpoint, so it never needs the pretrained file again.
+        model = self.arch.build(self.num_classes, weights="none" if state else self.weights.spec)
+        if state:
+            model.load_state_dict(state)
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def train_loader(self, splits: Sequence[str], config: TrainConfig) -> tuple[EpochSampler, object]:
+        images = [img for split in splits for img in self.images[split]]
+        labels = [label for split in splits for label in self.labels[split]]
+        dataset = CachedImageDataset(images, labels, TrainCrop(config.hflip), seed=config.seed)
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=config.seed, rank=self.dist.rank,
+                               world_size=self.dist.world_size, pad=True)
+        return sampler, make_loader(dataset, sampler, batch_size=config.batch_size, workers=config.workers)
+
+    def eval_loader(self, split: str):
+        dataset = CachedImageDataset(self.images[split], self.labels[split], EvalCrop(self.image_size))
+        sampler = EpochSampler(len(dataset), shuffle=False, rank=self.dist.rank, world_size=self.dist.world_size,
+                               pad=False)
+        return make_loader(dataset, sampler, batch_size=self.config.batch_size, workers=0)
+
+    def step_context(self, config: TrainConfig, splits: Sequence[str]) -> tuple[StepContext, BatchAugment]:
+        labels = [label for split in splits for label in self.labels[split]]
+        weight = class_weights(labels, self.num_classes, config.class_weighting)
+        augment = BatchAugment(config, self.image_size, self.arch.mean, self.arch.std, device=self.device,
+                               channels_last=self.channels_last, rank=self.dist.rank, world_size=self.dist.world_size)
+        ctx = StepContext(
+            device=self.device, train_input=augment,
+            eval_input=BatchNormalizer(self.arch.mean, self.arch.std, device=self.device,
+                                       channels_last=self.channels_last),
+            criterion=nn.CrossEntropyLoss(weight=None if weight is None else weight.to(self.device),
+                                          label_smoothing=config.label_smoothing),
+            amp_dtype=self.amp_dtype, dist=self.dist, should_stop=self.callbacks.should_stop)
+        return ctx, augment
+
+    def state(self, model, ema, optimizer, scheduler, epoch: int, config: TrainConfig, **extra) -> dict:
+        return {"model": _unwrap(model).state_dict(), "ema": ema.state_dict() if ema else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                "config": config.to_dict(), "class_names": self.class_names, "architecture": config.architecture,
+                "input_size": self.image_size, "normalization": self.arch.normalization,
+                "weights": dataclasses.asdict(self.weights), **extra}
+
+    def progress(self, fraction: float) -> None:
+        if self.callbacks.on_progress and self.dist.is_main:
+            self.callbacks.on_progress(min(fraction, 1.0))
+
+    # --- phases ---------------------------------------------------------------------------------------
+
+    def phase(self, name: str, config: TrainConfig, splits: Sequence[str], *, checkpoint: dict | None,
+              validate: bool, progress: tuple[float, float]) -> dict:
+        """Train ``config.epochs`` epochs on ``splits``; with ``validate``, evaluate val after each, keep
+        ``best.pt`` and stop early per ``patience``. Every epoch leaves ``<name>.pt`` to resume from."""
+        model = self.new_model(checkpoint["model"] if checkpoint else None)
+        ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None
+        optimizer = build_optimizer(config, model)
+        scheduler = build_scheduler(config, optimizer)
+        start_epoch, best, bad_epochs, history = 1, None, 0, []
+        if checkpoint:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if ema and checkpoint.get("ema"):
+                ema.load_state_dict(checkpoint["ema"])
+            start_epoch = int(checkpoint["epoch"]) + 1
+            best, bad_epochs = checkpoint.get("best"), int(checkpoint.get("bad_epochs", 0))
+            history = list(checkpoint.get("history", []))
+        if self.dist.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        sampler, loader = self.train_loader(splits, config)
+        val_loader = self.eval_loader("val") if validate else None
+        ctx, augment = self.step_context(config, splits)
+        steps = max(config.epochs * max(len(loader), 1), 1)
+        low, high = progress
+        timing_total = dict.fromkeys(("data", "augment", "forward", "backward"), 0.0)
+        stop_reason, epoch = "completed", start_epoch
+
+        def on_batch(done: int, batches: int) -> None:
+            self.progress(low + (high - low) * ((epoch - 1) * batches + done) / steps)
+            if ema:
+                ema.update(model)
+
+        ctx.on_batch = on_batch
+        for epoch in range(start_epoch, config.epochs + 1):
+            if validate and config.patience and bad_epochs >= config.patience:
+                stop_reason = "early_stopping"  # a resumed run that had already stopped trains no further
+                break
+            torch.manual_seed(item_seed(config.seed, epoch, -1))  # dropout: the same draw on a resumed run
+            sampler.set_epoch(epoch)
+            augment.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            tr = train_one_epoch(model, loader, optimizer, ctx)
+            if tr["stopped"]:
+                stop_reason = "cancelled"
+                break
+            served = ema.module if ema else _unwrap(model)
+            row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "lr": lr,
+                   "seconds": tr["seconds"], "images_per_second": tr["images_per_second"], "timing": tr["timing"]}
+            if validate:
+                va = evaluate(served, val_loader, ctx, num_classes=self.num_classes)
+                if va["stopped"]:
+                    stop_reason = "cancelled"
+                    break
+                row.update(val_loss=va["loss"], val_accuracy=va["accuracy"], seconds=tr["seconds"] + va["seconds"])
+            scheduler.step()
+            for key in timing_total:
+                timing_total[key] += tr["timing"][key]
+            history.append(row)
+            improved = validate and _improved(config, va, best)
+            if improved:
+                best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
+                        "per_class_correct": va["per_class_correct"], "per_class_total": va["per_class_total"]}
+                bad_epochs = 0
+            elif validate:
+                bad_epochs += 1
+            if self.dist.is_main:
+                state = self.state(model, ema, optimizer, scheduler, epoch, config, best=best, bad_epochs=bad_epochs,
+                                   history=history, phase=name)
+                save_checkpoint(self.run_dir / f"{name}.pt", state)
+                if improved:
+                    save_checkpoint(self.run_dir / BEST, state)
+                if validate:
+                    write_metrics_csv(self.run_dir / "metrics.csv", history)
+                    if self.callbacks.on_epoch:
+                        self.callbacks.on_epoch({**row, "best_epoch": best["epoch"], "improved": improved})
+                else:
+                    logger.info("%s epoch %d/%d: train loss %.4f acc %.3f, lr %.2e", name, epoch, config.epochs,
+                                tr["loss"], tr["accuracy"], lr)
+        else:
+            if validate and config.patience and bad_epochs >= config.patience:
+                stop_reason = "early_stopping"
+        return {"stop_reason": stop_reason, "history": history, "best": best, "timing": timing_total}
+
+
+def fit(
+    config: TrainConfig, *, train: Sequence[Sample], val: Sequence[Sample], class_names: Sequence[str], run_dir: Path,
+    resume: bool = False, cache_dir: Path | None = None, callbacks: Callbacks | None = None,
+    weights_dir: Path | None = None, download_weights: bool = False,
+) -> dict:
+    """Train per ``config``; return a summary (stop reason, best epoch and val metrics, weights, timings).
+
+    The run starts from the weights ``choose_weights`` picks (``weights: auto`` says why in
+    ``weights_reason``) and takes every unset hyperparameter from the recipe that fits them. It trains on
+    ``train``, picks the epoch on ``val`` (``best.pt``), and with ``refit`` trains once more on train + val
+    for that many epochs (``refit.pt``); ``export_best`` serves the last of these. Test images are never
+    seen here: the caller measures the exported model through the serving predictor.
+
+    With ``resume`` it continues from the last checkpoint: same epochs, schedule and augmentation. Under
+    torchrun every rank calls this; rank 0 writes.
     """
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
@@ -247,148 +444,95 @@ def fit(
     try:
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        return _fit(config, train, val, test, list(class_names), run_dir, resume, cache_dir, callbacks,
-                    device, dist_info, wall_start)
+        checkpoints = _resume_points(run_dir, class_names, config.architecture) if resume else {}
+        first = checkpoints.get(REFIT) or checkpoints.get(LAST)
+        if first and first.get("weights"):
+            weights = WeightsChoice(**first["weights"])  # the decision the run started with, not a new one
+        else:
+            weights = choose_weights(config.architecture, config.weights, weights_dir=weights_dir,
+                                     download=download_weights)
+        run = _Run(config=config.resolved(weights.source), weights=weights, class_names=list(class_names),
+                   run_dir=run_dir, device=device, dist=dist_info, callbacks=callbacks, wall_start=wall_start)
+        return _fit(run, {"train": list(train), "val": list(val)}, checkpoints, cache_dir)
     finally:
         distributed.teardown()
 
 
-def _fit(config, train, val, test, class_names, run_dir, resume, cache_dir, callbacks, device, dist_info, wall_start):
-    arch = architectures.get(config.architecture)
-    image_size = config.resolved_image_size()
-    num_classes = len(class_names)
-    amp_dtype = resolve_precision(config.precision, device, image_size)
-    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and amp_dtype is not None)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+REFIT = "refit.pt"
 
-    checkpoint = load_checkpoint(run_dir / LAST) if resume else None
-    if checkpoint is not None:
-        if list(checkpoint["class_names"]) != class_names or checkpoint["architecture"] != config.architecture:
-            raise CheckpointError("The checkpoint was made for other classes or another architecture; "
-                                  "it cannot be resumed with this dataset and config.")
-    # A resumed run takes every weight from the checkpoint, so it never needs the pretrained file again.
-    model = arch.build(num_classes, weights="none" if checkpoint else config.weights)
-    if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-    model = model.to(device, memory_format=memory_format)
-    parameters = count_parameters(model)
 
-    samples = {"train": list(train), "val": list(val), "test": list(test)}
+def _resume_points(run_dir: Path, class_names, architecture: str) -> dict:
+    found = {}
+    for name in (LAST, REFIT):
+        if (run_dir / name).is_file():
+            state = load_checkpoint(run_dir / name)
+            if list(state["class_names"]) != list(class_names) or state["architecture"] != architecture:
+                raise CheckpointError("The checkpoint was made for other classes or another architecture; "
+                                      "it cannot be resumed with this dataset and config.")
+            found[name] = state
+    if LAST not in found:
+        load_checkpoint(run_dir / LAST)  # raises: nothing to resume from
+    return found
+
+
+def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_dir: Path | None) -> dict:
+    config = run.config
     decode_start = time.perf_counter()
-    images = _decode_all(samples, resize_size(image_size), cache_dir, dist_info, callbacks.should_stop)
-    decode_seconds = time.perf_counter() - decode_start
-    train_sampler, loaders = _loaders(config, image_size, samples, images, dist_info)
+    run.images = _decode_all(samples, resize_size(run.image_size), cache_dir, run.dist, run.callbacks.should_stop)
+    run.labels = {split: [s.label for s in items] for split, items in samples.items()}
+    refit = bool(config.refit and samples["val"])
+    info = {"device": str(run.device), "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
+            "channels_last": run.channels_last, "parameters": count_parameters(run.arch.build(run.num_classes)),
+            "image_size": run.image_size, "num_classes": run.num_classes, "world_size": run.dist.world_size,
+            "threads": torch.get_num_threads(), "decode_seconds": time.perf_counter() - decode_start,
+            "train_images": len(samples["train"]), "val_images": len(samples["val"]),
+            "weights": run.weights.source, "weights_reason": run.weights.reason, "recipe": config.recipe,
+            "refit": refit, "start_epoch": int(checkpoints[LAST]["epoch"]) + 1 if LAST in checkpoints else 1}
+    if run.dist.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "config.json").write_text(json.dumps(
+            {"config": config.to_dict(), "class_names": run.class_names, "architecture": config.architecture,
+             "input_size": run.image_size, "normalization": run.arch.normalization, **info}, indent=2), encoding="utf-8")
+        logger.info("Training %s on %s (%s), recipe %s, epochs %d-%d; %s", config.architecture, run.device,
+                    info["precision"], config.recipe, info["start_epoch"], config.epochs, run.weights.reason)
+        if run.callbacks.on_start:
+            run.callbacks.on_start(info)
 
-    optimizer = build_optimizer(config, model)
-    scheduler = build_scheduler(config, optimizer)
-    start_epoch, best, bad_epochs, history = 1, None, 0, []
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch = int(checkpoint["epoch"]) + 1
-        best, bad_epochs, history = checkpoint.get("best"), int(checkpoint.get("bad_epochs", 0)), list(checkpoint["history"])
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    augment = BatchAugment(config, image_size, arch.mean, arch.std, device=device, channels_last=channels_last,
-                           rank=dist_info.rank, world_size=dist_info.world_size)
-    ctx = StepContext(device=device, train_input=augment,
-                      eval_input=BatchNormalizer(arch.mean, arch.std, device=device, channels_last=channels_last),
-                      criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), amp_dtype=amp_dtype,
-                      dist=dist_info, should_stop=callbacks.should_stop)
-    info = {"device": str(device), "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-            "channels_last": channels_last, "parameters": parameters, "image_size": image_size,
-            "num_classes": num_classes, "world_size": dist_info.world_size, "threads": torch.get_num_threads(),
-            "start_epoch": start_epoch, "decode_seconds": decode_seconds, "train_images": len(train), "val_images": len(val), "test_images": len(test)}
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"config": config.to_dict(), "class_names": class_names, "architecture": config.architecture,
-             "input_size": image_size, "normalization": arch.normalization, **info}, indent=2), encoding="utf-8")
-        logger.info("Training %s on %s (%s), %d parameters, epochs %d-%d", config.architecture, device,
-                    info["precision"], parameters, start_epoch, config.epochs)
-        if callbacks.on_start:
-            callbacks.on_start(info)
-
-    total_steps = max(config.epochs * max(len(loaders["train"]), 1), 1)
-
-    def on_batch(done: int, batches: int) -> None:
-        if callbacks.on_progress and dist_info.is_main:
-            callbacks.on_progress(((epoch - 1) * batches + done) / total_steps)
-
-    ctx.on_batch = on_batch
-    stop_reason = "completed"
-    timing_total = dict.fromkeys(("data", "augment", "forward", "backward"), 0.0)
-    last_train = history[-1] if history else None
-    epoch = start_epoch
-    for epoch in range(start_epoch, config.epochs + 1):
-        torch.manual_seed(item_seed(config.seed, epoch, -1))  # dropout: the same draw on a resumed run
-        train_sampler.set_epoch(epoch)
-        augment.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, loaders["train"], optimizer, ctx)
-        if tr["stopped"]:
-            stop_reason = "cancelled"
-            break
-        va = evaluate(_unwrap(model), loaders["val"], ctx, num_classes=num_classes)
-        if va["stopped"]:
-            stop_reason = "cancelled"
-            break
-        scheduler.step()
-        for key in timing_total:
-            timing_total[key] += tr["timing"][key]
-        row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "val_loss": va["loss"],
-               "val_accuracy": va["accuracy"], "lr": lr, "seconds": tr["seconds"] + va["seconds"],
-               "images_per_second": tr["images_per_second"], "timing": tr["timing"]}
-        history.append(row)
-        last_train = row
-        improved = _improved(config, va, best)
-        if improved:
-            best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
-                    "per_class_correct": va["per_class_correct"], "per_class_total": va["per_class_total"]}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if dist_info.is_main:
-            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config.to_dict(),
-                     "class_names": class_names, "architecture": config.architecture, "input_size": image_size,
-                     "normalization": arch.normalization, "best": best, "bad_epochs": bad_epochs, "history": history}
-            save_checkpoint(run_dir / LAST, state)
-            if improved:
-                save_checkpoint(run_dir / BEST, state)
-            write_metrics_csv(run_dir / "metrics.csv", history)
-            if callbacks.on_epoch:
-                callbacks.on_epoch({**row, "best_epoch": best["epoch"], "improved": improved})
-        if config.patience and bad_epochs >= config.patience:
-            stop_reason = "early_stopping"
-            break
-
-    result = {**info, "stop_reason": stop_reason, "epochs_run": len(history), "best_epoch": best and best["epoch"],
-              "best_val_accuracy": best and best["val_accuracy"], "best_val_loss": best and best["val_loss"],
-              "final_train_accuracy": last_train and last_train["train_accuracy"],
-              "final_train_loss": last_train and last_train["train_loss"],
-              "timing": timing_total, "duration_seconds": time.perf_counter() - wall_start}
-    if stop_reason != "cancelled" and best is not None and samples["test"]:
-        if dist_info.is_main:
-            _unwrap(model).load_state_dict(load_checkpoint(run_dir / BEST)["model"])
-        distributed.barrier(dist_info)
-        if dist_info.enabled:  # every rank needs the best weights to evaluate its shard
-            for tensor in _unwrap(model).state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
-        te = evaluate(_unwrap(model), loaders["test"], ctx, num_classes=num_classes)
-        result.update(test_accuracy=te["accuracy"], test_loss=te["loss"])
+    split_at = 0.5 if refit else 1.0
+    if REFIT in checkpoints:  # the selection phase finished before the refit began
+        selected = {"stop_reason": "completed", "history": list(checkpoints[LAST].get("history", [])),
+                    "best": checkpoints[LAST].get("best"), "timing": {}}
+    else:
+        selected = run.phase("last", config, ["train"], checkpoint=checkpoints.get(LAST), validate=True,
+                             progress=(0.0, split_at))
+    best, history = selected["best"], selected["history"]
+    last_row = history[-1] if history else None
+    result = {**info, "stop_reason": selected["stop_reason"], "epochs_run": len(history),
+              "best_epoch": best and best["epoch"], "best_val_accuracy": best and best["val_accuracy"],
+              "best_val_loss": best and best["val_loss"],
+              "final_train_accuracy": last_row and last_row["train_accuracy"],
+              "final_train_loss": last_row and last_row["train_loss"], "timing": selected["timing"]}
+    if refit and selected["stop_reason"] != "cancelled" and best is not None:
+        refit_config = dataclasses.replace(config, epochs=int(best["epoch"]),
+                                           warmup_epochs=min(config.warmup_epochs, int(best["epoch"]) - 1))
+        done = run.phase("refit", refit_config, ["train", "val"], checkpoint=checkpoints.get(REFIT),
+                         validate=False, progress=(split_at, 1.0))
+        if done["stop_reason"] == "cancelled":
+            result["stop_reason"] = "cancelled"
+        result.update(refit_epochs=refit_config.epochs, refit_images=len(samples["train"]) + len(samples["val"]))
+    result["duration_seconds"] = time.perf_counter() - run.wall_start
     return result
 
 
 def export_best(run_dir: Path, path: Path, *, metrics: dict | None = None) -> dict:
-    """Write the serving artifact from ``best.pt`` (or ``last.pt``); return what the registry needs."""
+    """Write the serving artifact from ``refit.pt``, else ``best.pt``, else ``last.pt`` (their weight average
+    when the run kept one: what validation measured); return what the registry needs."""
     run_dir = Path(run_dir)
-    source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    source = next(run_dir / name for name in (REFIT, BEST, LAST) if (run_dir / name).is_file() or name == LAST)
     state = load_checkpoint(source)
     arch = architectures.get(state["architecture"])
     model = arch.build(len(state["class_names"]), weights="none")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"])
     save_serving_artifact(path, model=model, architecture=state["architecture"], labels=list(state["class_names"]),
                           input_size=state["input_size"], normalization=state["normalization"], metrics=metrics)
     return {"architecture": state["architecture"], "labels": list(state["class_names"]),

@@ -16,11 +16,13 @@ The eval transform is the classic one: short side to ``round(input_size * 256 / 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +137,21 @@ def _median_ms(fn, batch: np.ndarray, rounds: int) -> float:
 
 
 # --- The predictor -------------------------------------------------------------------------------
+
+@dataclass
+class ManyPredictions:
+    kept: list[int]  # indexes (into the input stream) of the files that were predicted, in order
+    probabilities: np.ndarray  # len(kept) × classes
+    rejected: list[tuple[int, ImageRejected]]
+    seconds: float  # decode + forward
+
+    def accuracy(self, labels: Sequence[int]) -> float | None:
+        """Top-1 over every file given (a rejected file counts as wrong); ``None`` for no file."""
+        if not labels:
+            return None
+        hits = sum(int(self.probabilities[row].argmax() == labels[index]) for row, index in enumerate(self.kept))
+        return hits / len(labels)
+
 
 @dataclass
 class Predictor:
@@ -253,6 +270,29 @@ class Predictor:
     def predict(self, images: list[bytes]) -> np.ndarray:
         """Decode every image, then one batched forward; rows of class probabilities."""
         return self.probabilities(self.preprocess(images))
+
+    def predict_many(self, blobs: Iterable[bytes], *, batch_size: int = 32) -> ManyPredictions:
+        """Class probabilities for a stream of files, ``batch_size`` at a time, through exactly the path
+        ``/predict_batch`` takes (``decode_batch``'s decoder, the normaliser, the batch forward). A file
+        that cannot be decoded is listed in ``rejected`` with its index, never raised. ``blobs`` is read
+        lazily, so memory stays flat whatever the split's size; ``seconds`` excludes reading."""
+        kept, chunks, rejected, seconds = [], [], [], 0.0
+        batch_size = max(1, batch_size)
+        iterator = iter(enumerate(blobs))
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            began = time.perf_counter()
+            crops = []
+            for index, data in chunk:
+                try:
+                    crops.append(self.decode(data))
+                    kept.append(index)
+                except InputRejected as exc:
+                    rejected.append((index, exc))
+            if crops:
+                chunks.append(self.probabilities(self.normalize(crops)))
+            seconds += time.perf_counter() - began
+        probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+        return ManyPredictions(kept=kept, probabilities=probabilities, rejected=rejected, seconds=seconds)
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
         k = max(1, min(k, len(self.labels)))

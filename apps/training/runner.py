@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from apps.inference.predictors import load_serving_predictor
 from apps.ml import distributed
 from apps.ml.checkpoints import LAST, load_checkpoint
 from apps.ml.config import TrainConfig
@@ -87,6 +88,17 @@ class JobReporter:
                          should_stop=self.should_stop)
 
 
+def measure_test(artifact: Path, samples: list[Sample]) -> dict:
+    """The exported model's test accuracy through the server's own predictor (same decode, geometry,
+    backend), so the job's number and what ``evaluate`` and ``/predict`` make of the same files are one."""
+    if not samples:
+        return {}
+    predictor = load_serving_predictor(artifact)
+    done = predictor.predict_many((sample.read() for sample in samples), batch_size=settings.KYARA_EVAL_BATCH_SIZE)
+    return {"test_accuracy": done.accuracy([sample.label for sample in samples]), "test_images": len(samples),
+            "test_rejected": len(done.rejected), "test_backend": predictor.backend_name}
+
+
 def _restore_epoch_rows(job: TrainingJob, run_dir: Path) -> None:
     """A process killed between its checkpoint and its row write: the checkpoint is the truth."""
     state = load_checkpoint(run_dir / LAST)
@@ -115,19 +127,20 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
         if resume and rank.is_main:
             _restore_epoch_rows(job, run_dir)
         cache = Path(settings.KYARA_TRAINING_DECODED_CACHE) if settings.KYARA_TRAINING_DECODED_CACHE else None
-        result = fit(config, train=samples["train"], val=samples["val"], test=samples["test"],
-                     class_names=class_names, run_dir=run_dir, resume=resume, cache_dir=cache,
-                     callbacks=reporter.callbacks() if rank.is_main else None)
+        result = fit(config, train=samples["train"], val=samples["val"], class_names=class_names, run_dir=run_dir,
+                     resume=resume, cache_dir=cache, callbacks=reporter.callbacks() if rank.is_main else None,
+                     weights_dir=settings.KYARA_WEIGHTS_DIR, download_weights=settings.KYARA_WEIGHTS_DOWNLOAD)
         if not rank.is_main:
             return job
         elapsed = time.perf_counter() - started
         if result["stop_reason"] == "cancelled":
             _record_stop(job, reporter, elapsed)
         else:
-            result["duration_seconds"] = elapsed
             path = settings.KYARA_TRAINING_MODELS_DIR / f"{run_dir.name}-{config.architecture}.pt"
             exported = export_best(run_dir, path, metrics={k: result.get(k) for k in (
-                "best_val_accuracy", "best_epoch", "epochs_run", "test_accuracy") if result.get(k) is not None})
+                "best_val_accuracy", "best_epoch", "epochs_run") if result.get(k) is not None})
+            result.update(measure_test(path, samples["test"]))
+            result["duration_seconds"] = time.perf_counter() - started
             services.training_job_succeed(job=job, result=result, exported=exported)
     except InterruptedError:  # stopped while decoding images, before the first step
         if rank.is_main:

@@ -326,6 +326,11 @@ KYARA_TRAINING_THREADS = env_int("KYARA_TRAINING_THREADS", 0)
 KYARA_PREDICT_ANON_VERSIONS = env_bool("KYARA_PREDICT_ANON_VERSIONS", False)
 # More than 1: the launcher starts the job under torchrun with this many processes (DDP).
 KYARA_TRAINING_PROCESSES = env_int("KYARA_TRAINING_PROCESSES", 1)
+# weights: auto (the default) starts from ImageNet weights found here (`manage.py fetch_weights` puts them
+# here), in torchvision's cache, or downloaded when KYARA_WEIGHTS_DOWNLOAD allows; else from scratch, and
+# the job says which and why.
+KYARA_WEIGHTS_DIR = Path(env_str("KYARA_WEIGHTS_DIR", str(DATA_DIR / "weights"))).expanduser()
+KYARA_WEIGHTS_DOWNLOAD = env_bool("KYARA_WEIGHTS_DOWNLOAD", True)
 # How often a training process looks for a cancel and writes its heartbeat and progress.
 KYARA_TRAINING_POLL_SECONDS = env_float("KYARA_TRAINING_POLL_SECONDS", 1.0)
 KYARA_TRAINING_HEARTBEAT_SECONDS = env_float("KYARA_TRAINING_HEARTBEAT_SECONDS", 5.0)

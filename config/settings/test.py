@@ -4,6 +4,10 @@ from pathlib import Path
 
 # Before base reads it: tests write under var/test unless told otherwise.
 os.environ.setdefault("KYARA_DATA_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
+# No test reaches the internet: weights: auto looks on disk only (the training child processes inherit this).
+os.environ.setdefault("KYARA_WEIGHTS_DOWNLOAD", "0")
+# ... and torchvision's weights cache is the suite's own, so what a developer's machine holds changes nothing.
+os.environ.setdefault("TORCH_HOME", str(Path(os.environ["KYARA_DATA_DIR"]) / "torch-home"))
 
 from ._secret import secret_key_for  # noqa: E402,I001 - after KYARA_DATA_DIR is set
 from .base import *  # noqa: E402,F401,F403

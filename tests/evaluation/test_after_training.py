@@ -46,7 +46,10 @@ def test_a_finished_training_job_is_evaluated_on_its_test_split(settings, django
         call_command("train_job", job.pk, stdout=StringIO())
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.SUCCEEDED, job.error
-    _check_automatic_run(job)
+    run = _check_automatic_run(job)
+    # One number per question: the job's test accuracy is what the serving path makes of the test split.
+    assert job.test_accuracy is not None and job.summary["test_images"] == run.images
+    assert job.test_accuracy == pytest.approx(run.top1, abs=1e-9)
 
 
 @pytest.mark.django_db

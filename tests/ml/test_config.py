@@ -3,10 +3,12 @@ import pytest
 from apps.ml.config import ConfigError, TrainConfig
 
 
-def test_defaults_are_the_original_systems_values():
+def test_defaults_fine_tune_with_the_original_systems_values():
     config = TrainConfig.from_dict({})
-    assert (config.architecture, config.batch_size, config.epochs, config.optimizer) == ("mobilenet_v2", 32, 100, "adam")
-    assert (config.lr, config.weight_decay, config.scheduler, config.patience) == (1e-4, 1e-4, "cosine", 10)
+    assert (config.architecture, config.batch_size, config.epochs, config.weights) == ("mobilenet_v2", 32, 100, "auto")
+    finetune = config.resolved("imagenet")  # what a run that found ImageNet weights uses
+    assert (finetune.optimizer, finetune.lr, finetune.weight_decay, finetune.scheduler, finetune.patience) == (
+        "adam", 1e-4, 1e-4, "cosine", 10)
     assert config.resolved_image_size() == 224
 
 

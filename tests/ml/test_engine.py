@@ -8,15 +8,25 @@ from apps.ml.artifacts import load_serving_artifact
 from apps.ml.checkpoints import load_checkpoint
 from apps.ml.config import TrainConfig
 from apps.ml.device import resolve_precision, select_device
-from apps.ml.engine import Callbacks, export_best, fit, lr_factor
+from apps.ml.engine import Callbacks, class_weights, export_best, fit, lr_factor
+from apps.ml.runtime import load_predictor
 
-BASE = {"architecture": "simple", "image_size": 32, "batch_size": 16, "lr": 3e-3, "workers": 0, "threads": 1}
+# The original recipe's shape (no refit, no weight average) unless a test asks for the scratch recipe.
+BASE = {"architecture": "simple", "image_size": 32, "batch_size": 16, "lr": 3e-3, "workers": 0, "threads": 1,
+        "recipe": "finetune"}
 
 
 def _fit(splits, run_dir, resume=False, callbacks=None, **overrides):
     config = TrainConfig.from_dict({**BASE, **overrides})
-    return fit(config, train=splits["train"], val=splits["val"], test=splits["test"], class_names=["a", "b", "c"],
+    return fit(config, train=splits["train"], val=splits["val"], class_names=["a", "b", "c"],
                run_dir=run_dir, resume=resume, callbacks=callbacks)
+
+
+def _served_accuracy(run_dir, samples) -> float:
+    """Export the run and measure it the way the server does (the serving predictor on the files)."""
+    export_best(run_dir, run_dir / "served.pt")
+    predictor = load_predictor(run_dir / "served.pt", backend="torch")
+    return predictor.predict_many(sample.read() for sample in samples).accuracy([s.label for s in samples])
 
 
 def test_training_beats_chance_and_leaves_a_run_folder(tiny_splits, tmp_path):
@@ -24,7 +34,8 @@ def test_training_beats_chance_and_leaves_a_run_folder(tiny_splits, tmp_path):
     result = _fit(tiny_splits, tmp_path, epochs=4, callbacks=Callbacks(on_epoch=epochs.append))
     assert result["stop_reason"] == "completed" and result["epochs_run"] == 4
     assert result["best_val_accuracy"] >= 0.8  # chance is 1/3
-    assert result["test_accuracy"] >= 0.7
+    assert "test_accuracy" not in result  # fit never sees the test split; the caller measures the served model
+    assert _served_accuracy(tmp_path, tiny_splits["test"]) >= 0.7
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.csv", "last.pt", "best.pt"}
     with open(tmp_path / "metrics.csv") as handle:
@@ -87,3 +98,51 @@ def test_device_and_precision_choices():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA was asked for"):
             select_device("cuda")
+
+
+def test_the_served_model_scores_on_val_exactly_what_training_reported(tiny_splits, tmp_path):
+    """The validation number comes from the cached tensors; the serving predictor decodes the files
+    itself. With one eval geometry they are the same number (here with the weight average on)."""
+    result = _fit(tiny_splits, tmp_path, epochs=3, patience=0, ema_decay=0.9)
+    assert _served_accuracy(tmp_path, tiny_splits["val"]) == pytest.approx(result["best_val_accuracy"])
+
+
+def test_scratch_recipe_refits_on_train_and_val_and_serves_the_refit(tiny_splits, tmp_path):
+    result = _fit(tiny_splits, tmp_path, epochs=3, recipe="scratch", lr=None)
+    assert result["recipe"] == "scratch" and result["refit"] is True and result["weights"] == "none"
+    assert result["refit_epochs"] == result["best_epoch"] and result["refit_images"] == 48 + 18
+    refit = load_checkpoint(tmp_path / "refit.pt")
+    assert refit["epoch"] == result["best_epoch"] and refit["ema"] is not None
+    assert refit["config"]["lr"] == 2e-3 and refit["config"]["ema_decay"] == 0.998
+    model, _ = load_serving_artifact(export_best(tmp_path, tmp_path / "m.pt")["path"])
+    for key, tensor in model.state_dict().items():  # the artifact holds the refit's weight average
+        assert torch.equal(tensor, refit["ema"]["module"][key]), key
+
+
+def test_an_interrupted_refit_resumes_where_it_stopped(tiny_splits, tmp_path):
+    straight = _fit(tiny_splits, tmp_path / "straight", epochs=3, recipe="scratch", lr=None, ema_decay=0)
+    calls = []
+
+    def stop_in_refit():  # the selection phase polls per step; stop after it has handed over to the refit
+        calls.append(1)
+        return (tmp_path / "split" / "refit.pt").is_file()
+
+    first = _fit(tiny_splits, tmp_path / "split", epochs=3, recipe="scratch", lr=None, ema_decay=0,
+                 callbacks=Callbacks(should_stop=stop_in_refit))
+    assert first["stop_reason"] == "cancelled" and first["epochs_run"] == 3
+    second = _fit(tiny_splits, tmp_path / "split", resume=True, epochs=3, recipe="scratch", lr=None, ema_decay=0)
+    assert second["stop_reason"] == "completed"
+    a = load_checkpoint(tmp_path / "straight" / "refit.pt")
+    b = load_checkpoint(tmp_path / "split" / "refit.pt")
+    assert a["epoch"] == b["epoch"] == straight["best_epoch"]
+    for key, tensor in a["model"].items():
+        assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-5), key
+
+
+def test_class_weights_lift_rare_classes_and_keep_the_average_image_at_one():
+    labels = [0] * 90 + [1] * 10
+    weights = class_weights(labels, 3, 0.5)
+    assert weights[1] / weights[0] == pytest.approx(3.0)  # sqrt(90 / 10)
+    assert (weights[0] * 90 + weights[1] * 10) / 100 == pytest.approx(1.0)
+    assert weights[2] == 0  # a class without images weighs nothing
+    assert class_weights(labels, 3, 0.0) is None

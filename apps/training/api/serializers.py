@@ -21,7 +21,7 @@ class TrainingJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingJob
         fields = ["id", "name", "dataset_version", "dataset_version_name", "config", "status", "cancel_requested",
-                  "device", "precision", "world_size", "progress", "epochs_run", "best_epoch", "best_val_accuracy",
+                  "weights_used", "weights_reason", "recipe", "device", "precision", "world_size", "progress", "epochs_run", "best_epoch", "best_val_accuracy",
                   "best_val_loss", "test_accuracy", "stop_reason", "artifact", "size_bytes", "parameters",
                   "duration_seconds", "model_version", "model_version_name", "error", "attempts", "created_at",
                   "started_at", "finished_at", "heartbeat_at"]

@@ -29,7 +29,10 @@ class Command(BaseCommand):
         parser.add_argument("--image-size", type=int)
         parser.add_argument("--batch-size", type=int)
         parser.add_argument("--lr", type=float)
-        parser.add_argument("--weights", help="none, imagenet or the path of a weights file")
+        parser.add_argument("--weights", help="auto (default: ImageNet weights where they can be had, else from "
+                                              "scratch), none, imagenet or the path of a weights file")
+        parser.add_argument("--recipe", help="auto (default: finetune for pretrained weights, scratch otherwise), "
+                                             "finetune or scratch; any value can still be set on its own")
         parser.add_argument("--device", help="auto, cpu, cuda, mps")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="Any other setting, e.g. --set optimizer=adamw --set label_smoothing=0.1")
@@ -44,7 +47,7 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError(f"No dataset version {ref!r}; freeze one first (manage.py freeze_dataset).")
         config = {}
-        for key in ("architecture", "epochs", "image_size", "batch_size", "lr", "weights", "device"):
+        for key in ("architecture", "epochs", "image_size", "batch_size", "lr", "weights", "recipe", "device"):
             if options[key] is not None:
                 config[key] = options[key]
         for item in options["set"]:
