@@ -7,6 +7,16 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 SERVER=${SERVER:-dev}
 
+if [ "$SERVER" = "gunicorn" ]; then
+  # make serve: production settings with nothing to set. The secret key is generated once into
+  # KYARA_DATA_DIR (like the admin password); on a loopback address there is no TLS, so plain HTTP.
+  export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.production}
+  export KYARA_LOCAL_SECRET=${KYARA_LOCAL_SECRET:-1}
+  case "$HOST" in
+    127.*|localhost|::1|"[::1]") export KYARA_HTTPS=${KYARA_HTTPS:-0} ;;
+  esac
+fi
+
 pids=()
 stop() {
   trap - INT TERM EXIT
