@@ -28,8 +28,23 @@ class TrainingJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StaffOnlyCharField(serializers.CharField):
+    """Shown to staff; ``null`` to everyone else (a log tail and server paths are not public)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def get_attribute(self, instance):
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        return super().get_attribute(instance) if user is not None and user.is_staff else None
+
+
 class TrainingJobDetailSerializer(TrainingJobSerializer):
     epochs = TrainingEpochSerializer(many=True, read_only=True)
+    traceback = StaffOnlyCharField(help_text="The last 8 KB of the log when the job failed (staff only)")
+    log_path = StaffOnlyCharField(help_text="Staff only")
+    run_dir = StaffOnlyCharField(help_text="Staff only")
 
     class Meta(TrainingJobSerializer.Meta):
         fields = [*TrainingJobSerializer.Meta.fields, "traceback", "summary", "log_path", "run_dir", "epochs"]
