@@ -19,6 +19,7 @@ REJECT_REASONS = {
     "not_art": "Not an illustration (photo, screenshot of text, ...)",
     "nsfw": "Not suitable",
     "duplicate": "Duplicate of another image",
+    "file_missing": "The stored file is missing or damaged (manage.py check_media)",
     "other": "Other",
 }
 

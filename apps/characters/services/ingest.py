@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 from django.conf import settings
@@ -60,11 +63,74 @@ def _read_bounded(source: bytes | BinaryIO, limit: int) -> bytes:
     return data
 
 
+def stored_matches(path: str, *, size: int, sha256: str) -> bool:
+    """The file at ``path`` exists and holds exactly ``size`` bytes whose sha256 is ``sha256``."""
+    try:
+        if not default_storage.exists(path) or default_storage.size(path) != size:
+            return False
+        digest = hashlib.sha256()
+        with default_storage.open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def _write_atomically(path: str, content: bytes) -> None:
+    """Local disk: a temporary name in the same folder, written, fsynced, renamed over ``path`` (and the folder
+    fsynced), so ``path`` holds either nothing, the old bytes or all of the new ones; never a part.
+    Other storages (S3) write an object whole or not at all; an old object is replaced."""
+    try:
+        final = Path(default_storage.path(path))
+    except NotImplementedError:
+        if default_storage.exists(path):
+            default_storage.delete(path)
+        saved = default_storage.save(path, ContentFile(content))
+        if saved != path:
+            raise RuntimeError(f"the storage saved {path} as {saved}") from None
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, settings.FILE_UPLOAD_PERMISSIONS or 0o644)
+        os.replace(temporary, final)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def _store(path: str, content: bytes) -> str:
-    """Save under the content-addressed ``path``; an existing file with that name is the same bytes."""
-    if default_storage.exists(path):
+    """Save ``content`` under the content-addressed ``path``. A file already there is reused only when its
+    size and sha256 are those of ``content``; one cut short (a full disk, a killed worker) is replaced."""
+    if stored_matches(path, size=len(content), sha256=hashlib.sha256(content).hexdigest()):
         return path
-    return default_storage.save(path, ContentFile(content))
+    if default_storage.exists(path):
+        logger.warning("Replacing %s: the stored file is not the bytes it should hold", path)
+    _write_atomically(path, content)
+    return path
+
+
+def _heal(image: Image, content: bytes) -> None:
+    """The same bytes arrived again: if the image's file went missing or is not its size, they restore it
+    (a cheap check; ``manage.py check_media`` compares hashes)."""
+    path = image.file.name
+    try:
+        intact = default_storage.exists(path) and default_storage.size(path) == image.bytes
+    except OSError:
+        intact = False
+    if not intact:
+        logger.warning("Restoring %s of image %s from a new copy of its bytes", path, image.pk)
+        _write_atomically(path, content)
 
 
 def image_ingest(
@@ -91,6 +157,7 @@ def image_ingest(
     sha256 = hashlib.sha256(content).hexdigest()
     existing = Image.objects.filter(sha256=sha256).first()
     if existing is not None:
+        _heal(existing, content)
         return IngestResult("exact_duplicate", image=existing, message=f"Already stored as image {existing.pk}.")
     try:
         decoded = decode_image(

@@ -1,0 +1,158 @@
+"""Atomic media: a file cut short is never kept under its content-addressed name, nor reused; check_media
+finds rows whose file is missing or wrong and repairs what it can; zip import reads no member whole."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from apps.characters.models import Image, ImageEvent
+from apps.characters.services import image_ingest, images_import
+from tests.conftest import ROOT, make_image_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def media(settings, tmp_path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+def stored(media: Path, image: Image) -> Path:
+    return media / image.file.name
+
+
+def test_a_write_cut_short_leaves_nothing_under_the_final_name_and_the_next_ingest_stores_it_whole(media, tmp_path):
+    data = make_image_bytes(1, size=(400, 400))
+    sha = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "picture.png"
+    source.write_bytes(data)
+    # A real process whose writes stop at half the file (RLIMIT_FSIZE: what a full disk does to a writer).
+    script = f"""
+import os, resource, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+import django; django.setup()
+from django.conf import settings
+settings.MEDIA_ROOT = {str(media)!r}
+from apps.characters.services.ingest import _store, media_path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({len(data) // 2}, resource.RLIM_INFINITY))
+data = open({str(source)!r}, "rb").read()
+try:
+    _store(media_path({sha!r}, "png"), data)
+except OSError as exc:
+    print("write failed:", exc.errno)
+    sys.exit(3)
+"""
+    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "KYARA_DATA_DIR": str(tmp_path)})
+    assert child.returncode == 3, child.stdout + child.stderr
+    final = media / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []  # nor a temporary file left behind
+
+    result = image_ingest(data=data, source_kind="upload")
+    assert result.outcome == "new" and stored(media, result.image).read_bytes() == data
+
+
+def test_an_existing_file_is_reused_only_when_it_is_the_same_bytes(media):
+    data = make_image_bytes(2, size=(300, 300))
+    sha = hashlib.sha256(data).hexdigest()
+    final = media / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(data[: len(data) // 2])  # left by a killed worker before its row was written
+    result = image_ingest(data=data, source_kind="upload")
+    assert result.outcome == "new" and final.read_bytes() == data
+    # Same size, other bytes (bit rot): replaced too.
+    image = result.image
+    image.delete()
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    final.write_bytes(bytes(flipped))
+    assert image_ingest(data=data, source_kind="upload").outcome == "new" and final.read_bytes() == data
+    assert oct(final.stat().st_mode & 0o777) == "0o644"
+
+
+def test_the_same_bytes_again_restore_a_lost_file(media):
+    data = make_image_bytes(3)
+    image = image_ingest(data=data, source_kind="upload").image
+    stored(media, image).unlink()
+    again = image_ingest(data=data, source_kind="upload")
+    assert again.outcome == "exact_duplicate" and stored(media, image).read_bytes() == data
+
+
+def run_check(*args) -> tuple[int, dict]:
+    out = StringIO()
+    try:
+        call_command("check_media", *args, "--json", stdout=out)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, json.loads(out.getvalue())
+
+
+def test_check_media_lists_and_repairs(media, tmp_path, character, staff_user):
+    datas = [make_image_bytes(10 + i, size=(120, 120)) for i in range(4)]
+    images = [image_ingest(data=d, source_kind="import", character=character).image for d in datas]
+    ok, gone, cut, thumbless = images
+    stored(media, gone).unlink()
+    stored(media, cut).write_bytes(datas[2][:100])
+    (media / thumbless.thumbnail).write_bytes(b"not a webp")
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "copy-of-gone.png").write_bytes(datas[1])  # a copy of the lost one, under any name
+    (backup / "unrelated.png").write_bytes(make_image_bytes(99))
+
+    code, report = run_check()
+    assert code == 1 and report["checked"] == 4
+    assert {(p["image"], p["problem"]) for p in report["problems"]} == {
+        (gone.pk, "missing"), (cut.pk, "wrong_size"), (thumbless.pk, "thumbnail_broken")}
+    assert all(p["repaired"] == "" for p in report["problems"])
+
+    code, report = run_check("--repair", "--from", str(backup))
+    assert code == 0, report
+    assert {p["image"]: p["repaired"] for p in report["problems"]} == {
+        gone.pk: "restored", cut.pk: "rejected", thumbless.pk: "thumbnail_made"}
+    assert stored(media, gone).read_bytes() == datas[1]
+    assert not stored(media, cut).exists()  # not the bytes it names: deleted, never served
+    cut.refresh_from_db()
+    assert (cut.status, cut.reason) == ("rejected", "file_missing")
+    assert ImageEvent.objects.filter(image=cut, reason="file_missing").exists()
+    assert stored(media, ok).read_bytes() == datas[0]
+    from PIL import Image as PILImage
+
+    assert PILImage.open(media / thumbless.thumbnail).format == "WEBP"
+
+    # Known losses no longer fail the check; ingesting the lost bytes again restores the file.
+    code, report = run_check()
+    assert code == 0 and report["problems"] == [] and report["known_missing"] == 1
+    image_ingest(data=datas[2], source_kind="import", character=character)
+    assert stored(media, cut).read_bytes() == datas[2]
+
+
+def test_zip_import_refuses_a_huge_member_without_reading_it(media, settings, tmp_path):
+    settings.KYARA_MAX_IMAGE_BYTES = 1024 * 1024
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("series_hero/huge.png", b"\0" * (200 * 1024 * 1024))  # 200 MB of zeros: ~200 KB zipped
+        zf.writestr("series_hero/fine.png", make_image_bytes(5))
+    tracemalloc.start()
+    try:
+        summary = images_import(path=archive)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.new == 1 and dict(summary.refused) == {"too_large": 1}
+    assert peak < 20 * 1024 * 1024, f"peak {peak / 2**20:.0f} MB: a member was read whole"
+    assert Image.objects.count() == 1
