@@ -103,7 +103,7 @@ def _library(n_chars=3, per_char=20, near_copies=3, posts=False):
         for i in range(per_char):
             seed += 1
             data = make_image_bytes(seed + 1000 * c)
-            post = str(i // 2) if posts else ""
+            post = f"{c}-{i // 2}" if posts else ""  # two distinct pictures per post, posts per character
             image_ingest(data=data, source_kind="import", character=ch, source_site="site" if posts else "",
                          source_post_id=post)
             if i < near_copies:
@@ -124,9 +124,16 @@ def test_freeze_is_stratified_group_aware_and_leak_free():
     for image in Image.objects.all():
         group = Image.objects.filter(dup_group=image.dup_group).values_list("id", flat=True)
         assert {items[g] for g in group} == {items[image.pk]}  # near-duplicates share a split
-        if image.source_post_id:
-            same_post = Image.objects.filter(source_site=image.source_site, source_post_id=image.source_post_id)
-            assert {items[p.pk] for p in same_post} == {items[image.pk]}  # so do images of one post
+    # So do the images of one post; each post holds two different pictures (not near-duplicates of each
+    # other), so only the post keeps them together: 3 characters x 10 posts, none of them vacuous.
+    posts = {}
+    for image in Image.objects.exclude(source_post_id=""):
+        posts.setdefault((image.source_site, image.source_post_id), []).append(image)
+    assert len(posts) == 30
+    for key, images in posts.items():
+        assert len(images) == 2 and len({i.dup_group for i in images}) == 2, key
+        assert len({items[i.pk] for i in images}) == 1, key
+    assert len({items[i.pk] for images in posts.values() for i in images}) == 3  # and posts land in every split
 
 
 def test_freeze_is_reproducible_and_hashes_content():
