@@ -86,6 +86,7 @@ def dataset_stats() -> dict:
                 "status": statuses,
                 "total": sum(statuses.values()),
                 "split": splits,
+                "thin": latest is not None and 0 < splits.get("train", 0) < settings.KYARA_THIN_CHARACTER_IMAGES,
             }
         )
         for status, n in statuses.items():
@@ -103,6 +104,15 @@ def dataset_stats() -> dict:
         "images": sum(totals.values()),
         "characters": Character.objects.count(),
     }
+
+
+def thin_characters(version: DatasetVersion) -> list[dict]:
+    """Characters of ``version`` with fewer training images than ``KYARA_THIN_CHARACTER_IMAGES``: a model
+    learns little from them and their accuracy says little (fewest first)."""
+    rows = (DatasetItem.objects.filter(version=version, split=DatasetItem.Split.TRAIN)
+            .values("character__slug", "character__name").annotate(train=Count("id"))
+            .filter(train__lt=settings.KYARA_THIN_CHARACTER_IMAGES).order_by("train", "character__slug"))
+    return [{"character": row["character__slug"], "name": row["character__name"], "train": row["train"]} for row in rows]
 
 
 def trainable_images() -> QuerySet[Image]:

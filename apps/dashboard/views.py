@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.characters.models import Character
-from apps.characters.selectors import dataset_stats
+from apps.characters.selectors import dataset_stats, thin_characters
 from apps.core.api import ServiceError
 from apps.crawling import services as crawling
 from apps.crawling.models import COUNTER_FIELDS, CrawlJob
@@ -98,7 +98,8 @@ def dataset(request):
             chart["characters"].append(row["name"])
             for status in ("approved", "pending", "rejected"):
                 chart[status].append(row["status"].get(status, 0))
-    return render(request, "dashboard/dataset.html", {"stats": stats, "chart": chart, "run": run})
+    return render(request, "dashboard/dataset.html", {"stats": stats, "chart": chart, "run": run,
+                                                      "thin_threshold": settings.KYARA_THIN_CHARACTER_IMAGES})
 
 
 def character_detail(request, slug: str):
@@ -168,9 +169,14 @@ def training_list(request):
 def training_detail(request, pk: int):
     job = get_object_or_404(TrainingJob.objects.select_related("dataset_version", "model_version", "created_by"),
                             pk=pk)
+    effective = (job.summary or {}).get("config") or {}
+    # What was asked, and what the recipe filled in where nothing was (shown as "value (recipe)").
+    config = [(key, value if value is not None else effective.get(key, "from the recipe"), value is None)
+              for key, value in sorted((job.config or {}).items())]
     return render(request, "dashboard/training_detail.html", {
-        "job": job, "config": sorted((job.config or {}).items()), "epochs": list(job.epochs.all()),
+        "job": job, "config": config, "epochs": list(job.epochs.all()),
         "can_resume": job.status in TrainingJob.RESUMABLE and job.has_checkpoint,
+        "thin": thin_characters(job.dataset_version), "thin_threshold": settings.KYARA_THIN_CHARACTER_IMAGES,
     })
 
 

@@ -475,6 +475,11 @@ def _resume_points(run_dir: Path, class_names, architecture: str) -> dict:
     return found
 
 
+def _mean_class_accuracy(best: dict) -> float | None:
+    rates = [c / t for c, t in zip(best["per_class_correct"], best["per_class_total"], strict=True) if t]
+    return sum(rates) / len(rates) if rates else None
+
+
 def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_dir: Path | None) -> dict:
     config = run.config
     decode_start = time.perf_counter()
@@ -507,9 +512,10 @@ def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_d
                              progress=(0.0, split_at))
     best, history = selected["best"], selected["history"]
     last_row = history[-1] if history else None
-    result = {**info, "stop_reason": selected["stop_reason"], "epochs_run": len(history),
+    result = {**info, "config": config.to_dict(), "stop_reason": selected["stop_reason"], "epochs_run": len(history),
               "best_epoch": best and best["epoch"], "best_val_accuracy": best and best["val_accuracy"],
               "best_val_loss": best and best["val_loss"],
+              "best_val_mean_class_accuracy": best and _mean_class_accuracy(best),
               "final_train_accuracy": last_row and last_row["train_accuracy"],
               "final_train_loss": last_row and last_row["train_loss"], "timing": selected["timing"]}
     if refit and selected["stop_reason"] != "cancelled" and best is not None:

@@ -382,6 +382,9 @@ KYARA_CRAWL_MAX_RATING = env_str("KYARA_CRAWL_MAX_RATING", "")
 # A character with fewer evaluated images than this is flagged "low support" instead of tiered (with
 # 3 images accuracy still tells 0%, 33%, 67% and 100% apart, which the default tiers need).
 KYARA_EVAL_MIN_SUPPORT = env_int("KYARA_EVAL_MIN_SUPPORT", 3)
+# A character with fewer training images than this is flagged on the dataset and training pages: the
+# model learns little from it, and its accuracy is measured on next to nothing.
+KYARA_THIN_CHARACTER_IMAGES = env_int("KYARA_THIN_CHARACTER_IMAGES", 10)
 # Images per forward pass of an evaluation (as /predict_batch), and how many are then timed one by one
 # (as /predict) for the per-image latency p50/p95.
 KYARA_EVAL_BATCH_SIZE = env_int("KYARA_EVAL_BATCH_SIZE", KYARA_PREDICT_BATCH_MAX)

@@ -161,3 +161,35 @@ def test_evaluation_pages_show_a_real_run(client, evaluated):
     assert client.get(reverse("evaluation-compare"), {"base": "x"}).status_code == 404
     dataset = client.get(reverse("dataset")).content.decode()
     assert f"evaluation #{second.pk}" in dataset  # accuracy and tier come from the latest run
+
+
+def test_training_page_shows_the_weights_the_recipe_and_characters_with_few_images(client, cast, settings):
+    """Where the data is tiny the page says so; it shows what the run started from and why, and which
+    hyperparameters the recipe filled in."""
+    from apps.characters.models import DatasetItem, DatasetVersion, Image
+    from apps.training.models import TrainingJob
+
+    settings.KYARA_THIN_CHARACTER_IMAGES = 2
+    version = DatasetVersion.objects.create(name="v-thin", content_hash="y" * 64)
+    images = list(Image.objects.select_related("character").order_by("id"))
+    thin_one = images[0].character
+    for image in images:  # the first character keeps one training image, the others two
+        if image.character != thin_one or not DatasetItem.objects.filter(version=version, character=thin_one).exists():
+            DatasetItem.objects.create(version=version, image=image, character=image.character, split="train")
+    job = TrainingJob.objects.create(
+        name="thin", dataset_version=version, status="succeeded", config={"epochs": 3, "lr": None, "weights": "auto"},
+        weights_used="none", recipe="scratch",
+        weights_reason="no ImageNet weights here (not in the weights folder), so it trains from scratch",
+        summary={"config": {"epochs": 3, "lr": 0.002, "weights": "auto"}})
+    page = client.get(reverse("training-detail", args=[job.pk])).content.decode()
+    assert 'id="thin-characters"' in page and thin_one.name in page
+    others = {image.character.name for image in images} - {thin_one.name}
+    warning = page.split('id="thin-characters"', 1)[1].split("</div>", 1)[0]
+    assert not any(name in warning for name in others) and "(1)" in warning
+    assert "so it trains from scratch" in page and ">scratch<" in page
+    assert "<code>0.002</code> <small class=\"muted\">recipe</small>" in page  # filled in by the recipe
+    dataset = client.get(reverse("dataset")).content.decode()  # v-thin is the latest version
+    flagged = [row for row in dataset.split("<tr data-character=")[1:] if "few images" in row.split("</tr>")[0]]
+    assert len(flagged) == 1 and thin_one.slug in flagged[0]
+    settings.KYARA_THIN_CHARACTER_IMAGES = 1
+    assert 'id="thin-characters"' not in client.get(reverse("training-detail", args=[job.pk])).content.decode()
