@@ -189,6 +189,16 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Background jobs (crawl, training, evaluation: one lifecycle in apps.core.jobs) --------------
+# A running job's process writes a heartbeat this often, from a thread of its own (so waiting out a
+# Retry-After or a long download never silences it), and looks for a cancel this often.
+KYARA_JOB_HEARTBEAT_SECONDS = env_float("KYARA_JOB_HEARTBEAT_SECONDS", 10.0)
+KYARA_JOB_POLL_SECONDS = env_float("KYARA_JOB_POLL_SECONDS", 0.5)
+# A running job without a heartbeat for this long (or whose process on this host is gone) is marked
+# lost by the sweep, a django-q schedule run every KYARA_JOB_SWEEP_MINUTES (0: no schedule).
+KYARA_JOB_LOST_AFTER = env_float("KYARA_JOB_LOST_AFTER", env_float("KYARA_TRAINING_LOST_AFTER", 300.0))
+KYARA_JOB_SWEEP_MINUTES = env_int("KYARA_JOB_SWEEP_MINUTES", 1)
+
 # --- Media and static files ----------------------------------------------------------------------
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
