@@ -97,7 +97,7 @@ def crawl_once(*, first_id: int, count: int, size: int, latency: float, threads:
     settings.KYARA_SOURCE_ROOTS = {"danbooru": site.root}
     try:
         job = crawl_job_create(source="danbooru", query=f"bench_{first_id}", quota=count, threads=threads,
-                               max_pages=count // 100 + 3, origin="cli", start=False)
+                               max_pages=count // 100 + 3, origin="cli", queue=False)
         started = time.perf_counter()
         job = crawl_job_run(job_id=job.pk)
         wall = time.perf_counter() - started

@@ -58,7 +58,7 @@ class CrawlJobAdmin(admin.ModelAdmin):
     list_select_related = ["character__series"]
     actions = ["cancel_jobs", "retry_jobs"]
     counters = ["status", "stop_reason", "progress_bar", *COUNTER_FIELDS, "refused_by_reason", "errors_by_kind",
-                "ingest_seconds", "last_error", "origin", "requested_by", "task_id", "attempts", "started_at",
+                "ingest_seconds", "error", "origin", "requested_by", "task_id", "attempts", "started_at",
                 "heartbeat_at", "finished_at", "cancel_requested"]
 
     def get_readonly_fields(self, request, obj=None):

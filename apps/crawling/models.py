@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.characters.models import Character, Image
-from apps.core.models import JobStatus, TimeStampedModel
+from apps.core.models import Job
 
 # The integer counters of a job, in the order pages and the admin show them.
 COUNTER_FIELDS = (
@@ -22,11 +22,10 @@ COUNTER_FIELDS = (
 )
 
 
-class CrawlJob(TimeStampedModel):
-    Status = JobStatus
+class CrawlJob(Job):
+    """A crawl of one source for one character (or the unlabelled pool); ``progress`` is accepted / quota."""
 
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    LOST_REASON = "worker_lost"
 
     source = models.CharField(max_length=60, db_index=True)
     query = models.CharField(max_length=500, blank=True, help_text="Empty: the character's tags for the site")
@@ -43,16 +42,9 @@ class CrawlJob(TimeStampedModel):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
     stop_reason = models.CharField(max_length=20, blank=True, help_text="quota, exhausted, caught_up, known_streak, "
-                                   "page_cap, cancelled, error")
-    last_error = models.TextField(blank=True)
+                                   "page_cap, cancelled, error, worker_lost")
     task_id = models.CharField(max_length=64, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last counter update from the worker")
     ingest_seconds = models.FloatField(default=0.0)
 
     pages = models.PositiveIntegerField(default=0)
@@ -76,13 +68,8 @@ class CrawlJob(TimeStampedModel):
         who = self.character.slug if self.character_id else "unlabelled"
         return f"crawl #{self.pk} {self.source} → {who} ({self.status})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
-    def progress(self) -> float:
-        return min(self.accepted / self.quota, 1.0) if self.quota else 1.0
+    def lost_message(self) -> str:
+        return "The worker stopped reporting; retry the job to continue where it left off."
 
     def counters(self) -> dict:
         values = {name: getattr(self, name) for name in COUNTER_FIELDS}

@@ -13,11 +13,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from apps.characters.models import Image
 from apps.characters.services import image_ingest
+from apps.core.jobs import job_heartbeat
 
 from .models import COUNTER_FIELDS, CrawlCursor, CrawlJob, SeenPost
 from .sources import Cancelled, FetchError, Source
@@ -85,7 +85,7 @@ class CrawlRun:
         self.refused_by_reason = Counter(job.refused_by_reason)
         self.errors_by_kind = Counter(job.errors_by_kind)
         self.ingest_seconds = job.ingest_seconds
-        self.last_error = ""
+        self.error = ""
         self.inflight: dict[Future, Candidate] = {}
         self.decided: set[str] = set()
         self.seen_in_run: set[str] = set()
@@ -237,13 +237,13 @@ class CrawlRun:
         except FetchError as exc:
             self.counts["errors"] += 1
             self.errors_by_kind[exc.kind] += 1
-            self.last_error = f"{candidate.url}: {exc.message}"
+            self.error = f"{candidate.url}: {exc.message}"
             return
         except Exception as exc:  # noqa: BLE001 - one bad post (a plugin bug) must not end the job
             logger.exception("crawl %s: fetching %s failed", self.job.pk, candidate.url)
             self.counts["errors"] += 1
             self.errors_by_kind["adapter_error"] += 1
-            self.last_error = f"{candidate.url}: {type(exc).__name__}: {exc}"
+            self.error = f"{candidate.url}: {type(exc).__name__}: {exc}"
             return
         self.counts["downloaded"] += 1
         started = time.perf_counter()
@@ -291,13 +291,13 @@ class CrawlRun:
             return
         self._last_flush = now
         values = dict(self.counts, refused_by_reason=dict(self.refused_by_reason),
-                      errors_by_kind=dict(self.errors_by_kind), ingest_seconds=self.ingest_seconds,
-                      heartbeat_at=timezone.now())
-        if self.last_error:
-            values["last_error"] = self.last_error[:2000]
-        CrawlJob.objects.filter(pk=self.job.pk).update(**values)
-        for name, value in values.items():
-            setattr(self.job, name, value)
+                      errors_by_kind=dict(self.errors_by_kind), ingest_seconds=self.ingest_seconds)
+        if self.error:
+            values["error"] = self.error[:2000]
+        quota = self.job.quota
+        progress = min(self.counts["accepted"] / quota, 1.0) if quota else 1.0
+        if not job_heartbeat(self.job, progress=progress, **values):
+            self.stop.set()  # a retry took the job over (or it was marked lost): this run writes no more
 
     def _save_cursor(self) -> None:
         cursor = self.cursor
@@ -306,25 +306,3 @@ class CrawlRun:
         cursor.runs += 1
         cursor.last_run_at = timezone.now()
         cursor.save()
-
-
-class CancelWatcher(threading.Thread):
-    """Polls the job row so a cancel from the API or admin stops the run within about a second."""
-
-    def __init__(self, job_id: int, stop: threading.Event, *, interval: float = 0.5) -> None:
-        super().__init__(name=f"crawl-{job_id}-cancel-watch", daemon=True)
-        self.job_id = job_id
-        self.stop = stop
-        self.interval = interval
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.done.wait(self.interval):
-                if CrawlJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
-                    self.stop.set()
-                    return
-        except Exception:  # noqa: BLE001 - a watcher hiccup must not kill the run; the job still ends
-            logger.exception("cancel watcher for crawl %s failed", self.job_id)
-        finally:
-            connection.close()

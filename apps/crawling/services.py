@@ -3,26 +3,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
 
 from django.db import transaction
-from django.utils import timezone
 
 from apps.characters.models import Character
 from apps.core.api import ServiceError
+from apps.core.jobs import JobWatcher, job_cancel, job_claim, job_finish, job_requeue
 from apps.core.queue import enqueue
 from apps.core.registry import RegistryError
 
 from .models import COUNTER_FIELDS, CrawlJob
-from .pipeline import CancelWatcher, CrawlRun
+from .pipeline import CrawlRun
 from .sources import FetchError, Source, build_source
 
 logger = logging.getLogger(__name__)
 
 MAX_QUOTA = 10_000
 ORIGINS = ("api", "admin", "cli", "plan")
-# A running job whose worker has not written its counters for this long is taken for dead.
-STALE_AFTER = timedelta(minutes=10)
 RUN_TASK = "apps.crawling.tasks.run_crawl_job"
 
 
@@ -80,9 +77,9 @@ def crawl_job_create(
     threads: int | None = None,
     requested_by=None,
     origin: str = "api",
-    start: bool = True,
+    queue: bool = True,
 ) -> CrawlJob:
-    """Create a crawl job and (after commit) queue it; ``start=False`` leaves it for a caller to run."""
+    """Create a crawl job and (after commit) queue it; ``queue=False`` leaves it for a caller to run."""
     _adapter, query = crawl_job_prepare(source=source, character=character, query=query, quota=quota)
     if origin not in ORIGINS:
         raise ServiceError("invalid_origin", f"origin must be one of {', '.join(ORIGINS)}.")
@@ -92,115 +89,48 @@ def crawl_job_create(
     )
     job.full_clean()
     job.save()
-    if start:
+    if queue:
         _enqueue_after_commit(job)
     return job
 
 
-@transaction.atomic
 def crawl_job_cancel(*, job: CrawlJob) -> CrawlJob:
     """A queued job ends at once; a running one is asked to stop and does within seconds."""
-    job = CrawlJob.objects.select_for_update().get(pk=job.pk)
-    if job.status not in CrawlJob.ACTIVE:
-        raise ServiceError("not_active", f"Crawl job {job.pk} is {job.status}; only queued or running jobs cancel.",
-                           status_code=409)
-    job.cancel_requested = True
-    fields = ["cancel_requested", "updated_at"]
-    if job.status == CrawlJob.Status.QUEUED:
-        job.status = CrawlJob.Status.CANCELLED
-        job.stop_reason = "cancelled"
-        job.finished_at = timezone.now()
-        fields += ["status", "stop_reason", "finished_at"]
-    job.save(update_fields=fields)
-    return job
+    return job_cancel(job, refused_code="not_active")
 
 
 @transaction.atomic
 def crawl_job_retry(*, job: CrawlJob) -> CrawlJob:
     """Queue a failed or cancelled job (or one whose worker died) again; it keeps its counters, so it
-    collects only what is left of its quota, and its cursor, so it lists only what it has not seen."""
-    job = CrawlJob.objects.select_for_update().get(pk=job.pk)
-    stale = job.status == CrawlJob.Status.RUNNING and _is_stale(job)
-    if job.status not in (CrawlJob.Status.FAILED, CrawlJob.Status.CANCELLED) and not stale:
-        raise ServiceError("not_retryable", f"Crawl job {job.pk} is {job.status}; only failed or cancelled jobs "
-                           "(or running ones whose worker died) can be retried.", status_code=409)
-    job.status = CrawlJob.Status.QUEUED
-    job.cancel_requested = False
-    job.stop_reason = ""
-    job.last_error = ""
-    job.finished_at = None
-    job.task_id = ""
-    job.save(update_fields=["status", "cancel_requested", "stop_reason", "last_error", "finished_at", "task_id",
-                            "updated_at"])
+    collects only what is left of its quota, and its cursor, so it lists only what it has not seen. A
+    process still running under the old launch token can write nothing more and stops."""
+    job = job_requeue(job, refused_code="not_retryable", task_id="")
     _enqueue_after_commit(job)
     return job
 
 
-def _is_stale(job: CrawlJob) -> bool:
-    last = job.heartbeat_at or job.started_at or job.updated_at
-    return last is None or timezone.now() - last > STALE_AFTER
-
-
-def crawl_jobs_mark_stale() -> int:
-    """Mark running jobs whose worker stopped writing as failed (the worker died); returns how many."""
-    cutoff = timezone.now() - STALE_AFTER
-    return CrawlJob.objects.filter(status=CrawlJob.Status.RUNNING, heartbeat_at__lt=cutoff).update(
-        status=CrawlJob.Status.FAILED, stop_reason="worker_lost", finished_at=timezone.now(),
-        last_error="The worker stopped reporting; retry the job to continue where it left off.",
-    )
-
-
-def _claim(job_id: int) -> CrawlJob | None:
-    """queued → running, once: a second delivery of the same task finds nothing to claim."""
-    with transaction.atomic():
-        job = CrawlJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != CrawlJob.Status.QUEUED:
-            return None
-        if job.cancel_requested:
-            job.status = CrawlJob.Status.CANCELLED
-            job.stop_reason = "cancelled"
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "stop_reason", "finished_at", "updated_at"])
-            return None
-        job.status = CrawlJob.Status.RUNNING
-        job.attempts += 1
-        job.started_at = job.heartbeat_at = timezone.now()
-        job.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "updated_at"])
-        return job
-
-
 def crawl_job_run(*, job_id: int) -> CrawlJob | None:
     """Run a queued job to its end in this process (the task, or ``crawl --sync``)."""
-    job = _claim(job_id)
-    if job is None:
+    job = job_claim(CrawlJob, job_id)
+    if job is None:  # a second delivery of the same task, or cancelled while queued
         return CrawlJob.objects.filter(pk=job_id).first()
     stop = threading.Event()
-    watcher = CancelWatcher(job.pk, stop)
-    watcher.start()
-    status, error = CrawlJob.Status.SUCCEEDED, ""
-    try:
-        source = build_source(job.source, stop=stop)
-        reason = CrawlRun(job, source, query=job.query, stop=stop).execute()
-        if reason == "cancelled":
-            status = CrawlJob.Status.CANCELLED
-    except FetchError as exc:
-        status, reason, error = CrawlJob.Status.FAILED, "error", f"{exc.kind}: {exc.message}"
-    except Exception as exc:  # noqa: BLE001 - the job records any failure; the worker lives on
-        logger.exception("crawl job %s failed", job.pk)
-        status, reason, error = CrawlJob.Status.FAILED, "error", f"{type(exc).__name__}: {exc}"
-    finally:
-        watcher.done.set()
-        watcher.join(timeout=5)
-    job.refresh_from_db()
-    job.status = status
-    job.stop_reason = reason
-    job.finished_at = timezone.now()
-    fields = ["status", "stop_reason", "finished_at", "updated_at"]
-    if error:
-        job.last_error = error[:2000]
-        fields.append("last_error")
-    job.save(update_fields=fields)
-    logger.info("crawl job %s %s (%s): %s", job.pk, status, reason, {k: getattr(job, k) for k in COUNTER_FIELDS})
+    status, error = CrawlJob.Status.SUCCEEDED, None
+    with JobWatcher(job, stop):  # heartbeats while the run waits (Retry-After, downloads); cancel → stop
+        try:
+            source = build_source(job.source, stop=stop)
+            reason = CrawlRun(job, source, query=job.query, stop=stop).execute()
+            if reason == "cancelled":
+                status = CrawlJob.Status.CANCELLED
+        except FetchError as exc:
+            status, reason, error = CrawlJob.Status.FAILED, "error", f"{exc.kind}: {exc.message}"
+        except Exception as exc:  # noqa: BLE001 - the job records any failure; the worker lives on
+            logger.exception("crawl job %s failed", job.pk)
+            status, reason, error = CrawlJob.Status.FAILED, "error", f"{type(exc).__name__}: {exc}"
+    if job_finish(job, status=status, stop_reason=reason, error=error[:2000] if error else None):
+        logger.info("crawl job %s %s (%s): %s", job.pk, status, reason, {k: getattr(job, k) for k in COUNTER_FIELDS})
+    else:
+        job.refresh_from_db()
     return job
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 
 def run_crawl_job(job_id: int) -> dict:
-    from .services import crawl_job_run, crawl_jobs_mark_stale
+    from .services import crawl_job_run
 
-    crawl_jobs_mark_stale()  # every run sweeps up jobs whose worker died
     job = crawl_job_run(job_id=job_id)
     return {"job": job_id, "status": job.status if job else "missing"}

@@ -19,8 +19,8 @@
       fillMap(document.getElementById("refused-by-reason"), job.refused_by_reason);
       fillMap(document.getElementById("errors-by-kind"), job.errors_by_kind);
       const error = document.getElementById("last-error");
-      error.textContent = job.last_error || "";
-      error.hidden = !job.last_error;
+      error.textContent = job.error || "";
+      error.hidden = !job.error;
       if (ACTIVE.includes(job.status)) return true;
       // Finished: render the page again for its final actions (retry) and timestamps.
       setTimeout(() => window.location.reload(), 1200);

@@ -57,6 +57,8 @@ class World:
     within_page_dup: bool = True
     across_page_dup: bool = True
     waifu_batch: int = 5
+    listing_429: int = 0  # the first N listing requests (/posts.json) get a 429 with Retry-After
+    retry_after: str = "1"  # the Retry-After header of every 429
     root: str = ""
     hits: Counter = field(default_factory=Counter)
     hit_times: dict = field(default_factory=dict)
@@ -193,6 +195,8 @@ class Handler(BaseHTTPRequestHandler):
         world = self.world
         limit = int(params.get("limit", 5))
         if path == "/posts.json":
+            if hit <= world.listing_429:
+                return self._send(429, b"slow down", {"Retry-After": world.retry_after})
             page = params.get("page", "1")
             if page.startswith("b"):
                 posts = world.ordered(below=int(page[1:]), limit=limit)
@@ -235,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         data = world.image(post)
         kind = post.kind
         if kind == "r429" and hit == 1:
-            return self._send(429, b"slow down", {"Retry-After": "1"})
+            return self._send(429, b"slow down", {"Retry-After": world.retry_after})
         if kind == "flaky500" and hit == 1:
             return self._send(500, b"oops")
         if kind == "slow" and hit == 1:

@@ -20,7 +20,7 @@ def staff_client(client, django_user_model):
 
 
 def test_crawl_job_admin_pages(staff_client, crawl_settings, character):
-    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    job = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
     page = staff_client.get("/admin/crawling/crawljob/")
     assert page.status_code == 200 and b"<progress" in page.content
     assert b'http-equiv="refresh"' in page.content  # a queued job: the list refreshes itself

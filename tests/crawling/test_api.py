@@ -29,7 +29,7 @@ def test_staff_start_a_job_and_anyone_can_watch_it(staff_api_client, api_client,
 def test_writes_need_staff(api_client, crawl_settings, character):
     assert api_client.post("/api/v1/crawl-jobs/", {"source": "danbooru", "quota": 1, "query": "x"},
                            format="json").status_code in (401, 403)
-    job = crawl_job_create(source="danbooru", character=character, quota=1, start=False)
+    job = crawl_job_create(source="danbooru", character=character, quota=1, queue=False)
     assert api_client.post(f"/api/v1/crawl-jobs/{job.pk}/cancel/").status_code in (401, 403)
     assert api_client.post(f"/api/v1/crawl-jobs/{job.pk}/retry/").status_code in (401, 403)
 
@@ -46,7 +46,7 @@ def test_errors_are_json_with_a_code(staff_api_client, crawl_settings, character
 
 
 def test_cancel_and_retry_actions(staff_api_client, crawl_settings, character, django_capture_on_commit_callbacks):
-    job = crawl_job_create(source="danbooru", character=character, quota=1, start=False)
+    job = crawl_job_create(source="danbooru", character=character, quota=1, queue=False)
     response = staff_api_client.post(f"/api/v1/crawl-jobs/{job.pk}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     again = staff_api_client.post(f"/api/v1/crawl-jobs/{job.pk}/cancel/")

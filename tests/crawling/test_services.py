@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 
 def run(source="danbooru", character=None, query="", quota=100, **options):
-    job = crawl_job_create(source=source, character=character, query=query, quota=quota, start=False, **options)
+    job = crawl_job_create(source=source, character=character, query=query, quota=quota, queue=False, **options)
     return crawl_job_run(job_id=job.pk)
 
 
@@ -119,7 +119,7 @@ def test_private_addresses_are_refused_when_not_allowed(world, crawl_settings, c
     settings.KYARA_CRAWL_ALLOW_PRIVATE = False
     job = run(character=character)
     assert job.status == CrawlJob.Status.FAILED
-    assert job.last_error.startswith("private_address") and "127.0.0.1" in job.last_error
+    assert job.error.startswith("private_address") and "127.0.0.1" in job.error
     assert sum(world.hits.values()) == 0  # refused before connecting
 
 
@@ -160,7 +160,7 @@ def test_approved_option_and_provenance(world, crawl_settings, character):
 # --- cancel and retry -------------------------------------------------------------------------------
 
 def test_cancel_a_queued_job_and_it_never_runs(world, crawl_settings, character):
-    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    job = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
     crawl_job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == "cancelled"
@@ -244,29 +244,32 @@ def test_a_job_whose_worker_died_is_marked_and_can_be_retried(crawl_settings, ch
 
     from django.utils import timezone
 
-    from apps.crawling.services import crawl_jobs_mark_stale
+    from apps.core.jobs import jobs_mark_lost
 
-    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    job = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
     long_ago = timezone.now() - timedelta(hours=1)
     CrawlJob.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
     crawl_job_retry(job=job)  # a running job without a heartbeat is retryable
     assert CrawlJob.objects.get(pk=job.pk).status == "queued"
     CrawlJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=long_ago)
-    assert crawl_jobs_mark_stale() == 1
+    assert jobs_mark_lost() == {"crawling.CrawlJob": [job.pk]}
     job.refresh_from_db()
     assert (job.status, job.stop_reason) == ("failed", "worker_lost")
 
 
-def test_listing_crawl_jobs_marks_dead_ones(crawl_settings, character, api_client):
+def test_the_sweep_marks_dead_jobs_and_the_listing_shows_them(crawl_settings, character, api_client):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    job = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
-    alive = crawl_job_create(source="danbooru", character=character, quota=3, start=False)
+    from apps.core.jobs import jobs_mark_lost
+
+    job = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
+    alive = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
     long_ago = timezone.now() - timedelta(hours=1)
     CrawlJob.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
     CrawlJob.objects.filter(pk=alive.pk).update(status="running", started_at=timezone.now(),
                                                 heartbeat_at=timezone.now())
+    assert jobs_mark_lost() == {"crawling.CrawlJob": [job.pk]}
     listed = {j["id"]: j["status"] for j in api_client.get("/api/v1/crawl-jobs/").json()["results"]}
     assert listed == {job.pk: "failed", alive.pk: "running"}

@@ -27,7 +27,7 @@ CONTRACT = {
 
 def run_job(name, character, query, **options):
     job = crawl_job_create(source=name, character=character, query=query, quota=options.pop("quota", 100),
-                           start=False, **options)
+                           queue=False, **options)
     return crawl_job_run(job_id=job.pk)
 
 
@@ -47,7 +47,7 @@ def test_source_contract(name, world, crawl_settings, character, settings):
 
     job = run_job(name, who, query)
 
-    assert job.status == CrawlJob.Status.SUCCEEDED, job.last_error
+    assert job.status == CrawlJob.Status.SUCCEEDED, job.error
     assert job.accepted == STANDARD_ACCEPTED
     images = Image.objects.filter(source_site=name)
     assert images.count() == STANDARD_ACCEPTED == Image.objects.count()
@@ -82,7 +82,7 @@ def test_source_contract(name, world, crawl_settings, character, settings):
     # A second run of the same job adds nothing and downloads nothing.
     before = dict(world.hits)
     again = run_job(name, who, query)
-    assert again.status == CrawlJob.Status.SUCCEEDED, again.last_error
+    assert again.status == CrawlJob.Status.SUCCEEDED, again.error
     assert again.accepted == 0 and again.downloaded == 0
     assert Image.objects.count() == STANDARD_ACCEPTED
     ok_paths = [f"/img/{p.id}.png" for p in world.posts if p.kind == "ok"]
@@ -144,7 +144,7 @@ def test_local_folder_refuses_paths_outside_its_root(crawl_settings, character):
 
     job = run_job("local_folder", character, "../../etc")
     assert job.status == CrawlJob.Status.FAILED
-    assert "outside_root" in job.last_error
+    assert "outside_root" in job.error
 
 
 def test_url_list_reads_a_local_file_below_the_root(world, crawl_settings, character, settings):

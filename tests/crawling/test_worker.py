@@ -20,7 +20,7 @@ def test_a_worker_runs_a_job_and_a_second_run_adds_nothing(crawl_qcluster, staff
     payload = {"source": "safebooru", "character": "hu-tao", "quota": 50}
     job_id = staff_api_client.post("/api/v1/crawl-jobs/", payload, format="json").json()["id"]
     job = wait_for(lambda: finished(job_id), timeout=90, message="the crawl job to finish in the worker")
-    assert job.status == "succeeded", job.last_error
+    assert job.status == "succeeded", job.error
     assert job.accepted == STANDARD_ACCEPTED == Image.objects.filter(character=character).count()
     assert job.task_id and job.started_at and job.finished_at and job.heartbeat_at
     assert job.errors_by_kind == {"truncated": 1, "private_address": 1}

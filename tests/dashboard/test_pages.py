@@ -61,7 +61,7 @@ def test_staff_starts_and_cancels_a_crawl(staff_client, staff_user, character):
     job.refresh_from_db()
     assert job.status == "cancelled"
     again = staff_client.post(reverse("crawl-cancel", args=[job.pk]), follow=True).content.decode()
-    assert "only queued or running jobs cancel" in again  # the service's refusal, shown on the page
+    assert "only queued or running jobs can be cancelled" in again  # the service's refusal, shown on the page
 
 
 def test_a_refused_crawl_says_why_in_the_form(staff_client, cast):

@@ -9,14 +9,15 @@ from ..services import MAX_QUOTA
 class CrawlJobSerializer(serializers.ModelSerializer):
     character = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    progress = serializers.FloatField(read_only=True)
+    last_error = serializers.CharField(source="error", read_only=True,
+                                       help_text="The same as error (its name before every job shared one lifecycle)")
 
     class Meta:
         model = CrawlJob
         fields = ["id", "source", "query", "character", "quota", "approve", "max_pages", "threads", "origin",
                   "requested_by", "status", "stop_reason", "progress", "cancel_requested", "pages", "listed",
                   "skipped_known", "downloaded", "accepted", "exact_duplicates", "near_duplicates", "too_small",
-                  "refused", "errors", "refused_by_reason", "errors_by_kind", "ingest_seconds", "last_error",
+                  "refused", "errors", "refused_by_reason", "errors_by_kind", "ingest_seconds", "error", "last_error",
                   "attempts", "created_at", "started_at", "heartbeat_at", "finished_at"]
         read_only_fields = fields
 

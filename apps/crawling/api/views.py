@@ -30,9 +30,7 @@ class CrawlJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     filterset_class = CrawlJobFilter
     filter_backends = [filters.DjangoFilterBackend]
 
-    def get_queryset(self):
-        if self.action == "list" and not getattr(self, "swagger_fake_view", False):
-            services.crawl_jobs_mark_stale()  # a job whose worker died shows as such, as training jobs do
+    def get_queryset(self):  # reads only: jobs whose worker died are marked by the scheduled sweep
         return selectors.crawl_jobs_with_relations().order_by("-created_at", "-id")
 
     @extend_schema(request=s.CrawlJobCreateSerializer, responses={201: s.CrawlJobSerializer})

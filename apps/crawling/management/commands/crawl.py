@@ -16,7 +16,8 @@ def job_summary(job: CrawlJob) -> dict:
     return {
         "id": job.pk, "source": job.source, "query": job.query,
         "character": job.character.slug if job.character_id else None, "quota": job.quota,
-        "status": job.status, "stop_reason": job.stop_reason, "last_error": job.last_error,
+        "status": job.status, "stop_reason": job.stop_reason, "error": job.error,
+        "last_error": job.error,  # the name before the job lifecycle was shared; kept for scripts that read it
         **job.counters(),
     }
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
             job = services.crawl_job_create(
                 source=options["source"], character=character, quota=options["quota"], query=options["query"],
                 approve=options["approve"], max_pages=options["max_pages"], threads=options["threads"],
-                origin="cli", start=not options["sync"],
+                origin="cli", queue=not options["sync"],
             )
         except ServiceError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from None
@@ -63,4 +64,4 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"crawl job {job.pk} queued ({job.source}: {job.query!r}, quota {job.quota})")
         if job.status == CrawlJob.Status.FAILED:
-            raise CommandError(f"crawl job {job.pk} failed: {job.last_error}")
+            raise CommandError(f"crawl job {job.pk} failed: {job.error}")
