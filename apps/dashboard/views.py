@@ -161,7 +161,6 @@ crawl_retry = job_action(crawling.crawl_job_retry, CrawlJob, "crawl-detail", "Cr
 # --- Training jobs -------------------------------------------------------------------------------
 
 def training_list(request):
-    training.training_jobs_detect_lost()  # a dead job shows as such, as in the API
     jobs = TrainingJob.objects.select_related("dataset_version", "model_version").order_by("-created_at", "-id")
     return render(request, "dashboard/training_list.html", {"jobs": jobs[:LIST_LIMIT]})
 

@@ -6,11 +6,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
-from apps.core.models import JobStatus, TimeStampedModel
+from apps.core.models import Job
 
 
-class TrainingJob(TimeStampedModel):
-    Status = JobStatus
+class TrainingJob(Job):
+    """One training run of a dataset version; its process (``manage.py train_job``) holds the launch token."""
 
     class StopReason(models.TextChoices):
         COMPLETED = "completed", "all epochs run"
@@ -20,16 +20,11 @@ class TrainingJob(TimeStampedModel):
         LOST = "lost", "process or worker died"
         INTERRUPTED = "interrupted", "terminated by a signal"
 
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-    RESUMABLE = (Status.FAILED, Status.CANCELLED)
-
     name = models.CharField(max_length=120, blank=True)
     dataset_version = models.ForeignKey(
         "characters.DatasetVersion", on_delete=models.PROTECT, related_name="training_jobs"
     )
     config = models.JSONField(default=dict, help_text="Every hyperparameter (apps.ml.config.TrainConfig)")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
     resume_requested = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
@@ -41,7 +36,6 @@ class TrainingJob(TimeStampedModel):
                                     help_text="The starting weights the run actually used: imagenet, none or a file")
     weights_reason = models.CharField(max_length=500, blank=True, help_text="Why those weights (weights: auto)")
     recipe = models.CharField(max_length=20, blank=True, help_text="The recipe its defaults came from")
-    progress = models.FloatField(default=0.0, help_text="Fraction of all training steps done")
     epochs_run = models.PositiveIntegerField(default=0)
     best_epoch = models.PositiveIntegerField(null=True, blank=True)
     best_val_accuracy = models.FloatField(null=True, blank=True)
@@ -60,18 +54,8 @@ class TrainingJob(TimeStampedModel):
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="training_jobs"
     )
-    error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
-
-    # The process that holds it (liveness is judged from these)
-    launch_token = models.CharField(max_length=32, blank=True)
-    pid = models.IntegerField(null=True, blank=True)
-    hostname = models.CharField(max_length=255, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    launched_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True, help_text="When a worker started its process")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -79,9 +63,10 @@ class TrainingJob(TimeStampedModel):
     def __str__(self) -> str:
         return self.name or f"training job {self.pk}"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
+    def lost_message(self) -> str:
+        return (f"The training process (pid {self.pid} on {self.hostname or 'an unknown host'}) stopped without "
+                "reporting; its worker or machine may have died. Resume the job to continue from its last "
+                "checkpoint.")
 
     @property
     def run_path(self) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from apps.core.jobs import JobWatcher
 from apps.inference.predictors import load_serving_predictor
 from apps.ml import distributed
 from apps.ml.checkpoints import LAST, load_checkpoint
@@ -46,14 +47,15 @@ def job_samples(job: TrainingJob) -> tuple[list[str], dict[str, list[Sample]]]:
 
 
 class JobReporter:
-    """The engine's callbacks: heartbeat, progress and cancel polling (rate-limited), epoch rows."""
+    """The engine's callbacks: progress and cancel through the job's watcher (a thread that writes the
+    heartbeat, so the training loop never waits on the database and a long decode is never taken for a
+    death), epoch rows."""
 
-    def __init__(self, job: TrainingJob) -> None:
+    def __init__(self, job: TrainingJob, watcher: JobWatcher | None = None) -> None:
         self.job = job
+        self.watcher = watcher
         self.signalled: int | None = None
         self.cancel_seen = False
-        self._last_poll = 0.0
-        self._last_beat = 0.0
 
     def handle_signal(self, signum, _frame) -> None:
         logger.warning("Training job %s got signal %s; stopping at the next step", self.job.pk, signum)
@@ -62,17 +64,14 @@ class JobReporter:
     def should_stop(self) -> bool:
         if self.signalled is not None or self.cancel_seen:
             return True
-        now = time.monotonic()
-        if now - self._last_poll >= settings.KYARA_TRAINING_POLL_SECONDS:
-            self._last_poll = now
-            self.cancel_seen = services.training_job_heartbeat(job=self.job)
-        return self.cancel_seen
+        if self.watcher is not None and self.watcher.stop.is_set():  # cancelled, or taken over by a resume
+            self.cancel_seen = self.watcher.cancelled
+            return True
+        return False
 
     def on_progress(self, fraction: float) -> None:
-        now = time.monotonic()
-        if now - self._last_beat >= settings.KYARA_TRAINING_HEARTBEAT_SECONDS:
-            self._last_beat = now
-            self.cancel_seen = services.training_job_heartbeat(job=self.job, progress=fraction) or self.cancel_seen
+        if self.watcher is not None:
+            self.watcher.progress = fraction  # written with the next heartbeat
 
     def on_start(self, info: dict) -> None:
         services.training_job_started(job=self.job, info=info)
@@ -113,12 +112,15 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
     else:
         job = TrainingJob.objects.get(pk=job_id)
     resume = resume or job.resume_requested
-    reporter = JobReporter(job)
+    watcher = JobWatcher(job) if rank.is_main else None
+    reporter = JobReporter(job, watcher)
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         previous = {sig: signal.signal(sig, reporter.handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     started = time.perf_counter()
     run_dir = job.run_path
+    if watcher is not None:
+        watcher.start()
     try:
         config = TrainConfig.from_dict(job.config)
         if not config.threads and settings.KYARA_TRAINING_THREADS:
@@ -151,6 +153,8 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
                                        duration=time.perf_counter() - started)
         raise
     finally:
+        if watcher is not None:
+            watcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     job.refresh_from_db()

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +13,15 @@ from django.utils import timezone
 
 from apps.characters.models import DatasetItem, DatasetVersion
 from apps.core.api import ServiceError
+from apps.core.jobs import (
+    job_cancel,
+    job_claim,
+    job_finish,
+    job_heartbeat,
+    job_launch,
+    job_requeue,
+    jobs_mark_lost,
+)
 from apps.core.queue import enqueue
 from apps.ml.config import ConfigError, TrainConfig
 
@@ -57,7 +63,7 @@ def _enqueue_launch(job: TrainingJob) -> None:
 @transaction.atomic
 def training_job_start(
     *, dataset_version: DatasetVersion, config: dict | None = None, name: str = "",
-    created_by: AbstractBaseUser | None = None, launch: bool = True,
+    created_by: AbstractBaseUser | None = None, queue: bool = True,
 ) -> TrainingJob:
     """Validate the config and the dataset, create the job and (after commit) queue its launch."""
     train_config = _validated_config(config)
@@ -74,93 +80,29 @@ def training_job_start(
     if not job.name:
         job.name = f"{dataset_version.name} {train_config.architecture} #{job.pk}"
     job.save(update_fields=["run_dir", "log_path", "name", "updated_at"])
-    if launch:
+    if queue:
         _enqueue_launch(job)
     return job
 
 
-@transaction.atomic
 def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
     """A queued job is cancelled at once; a running one is asked to stop (it does within seconds)."""
-    job = TrainingJob.objects.select_for_update().get(pk=job.pk)
-    if job.status == TrainingJob.Status.QUEUED:
-        job.status = TrainingJob.Status.CANCELLED
-        job.stop_reason = TrainingJob.StopReason.CANCELLED
-        job.finished_at = timezone.now()
-        job.cancel_requested = True
-        job.save(update_fields=["status", "stop_reason", "finished_at", "cancel_requested", "updated_at"])
-    elif job.status == TrainingJob.Status.RUNNING:
-        job.cancel_requested = True
-        job.save(update_fields=["cancel_requested", "updated_at"])
-    else:
-        raise ServiceError("not_cancellable", f"Job {job.pk} is {job.status}; only queued or running jobs can be cancelled.",
-                           status_code=409)
-    return job
+    return job_cancel(job, refused_code="not_cancellable")
 
 
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_lost(job: TrainingJob, now) -> bool:
-    if job.status != TrainingJob.Status.RUNNING:
-        return False
-    if job.hostname == socket.gethostname() and job.pid and not process_alive(job.pid):
-        return True
-    seen = job.heartbeat_at or job.started_at or job.launched_at or job.updated_at
-    return seen is not None and now - seen > timedelta(seconds=settings.KYARA_TRAINING_LOST_AFTER)
-
-
-def training_jobs_detect_lost(*, jobs=None) -> list[int]:
-    """Mark running jobs whose process is gone (or silent too long) as failed, stop reason ``lost``."""
-    now = timezone.now()
-    queryset = jobs if jobs is not None else TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING)
-    lost = []
-    for job in queryset:
-        if not _is_lost(job, now):
-            continue
-        with transaction.atomic():
-            updated = TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING, pid=job.pid).update(
-                status=TrainingJob.Status.FAILED, stop_reason=TrainingJob.StopReason.LOST, finished_at=now,
-                error=(f"The training process (pid {job.pid} on {job.hostname or 'an unknown host'}) stopped without "
-                       "reporting; its worker or machine may have died. Resume the job to continue from its last "
-                       "checkpoint."), updated_at=now,
-            )
-        if updated:
-            logger.warning("Training job %s marked lost (pid %s on %s)", job.pk, job.pid, job.hostname)
-            lost.append(job.pk)
-    return lost
-
-
-@transaction.atomic
-def training_job_resume(*, job: TrainingJob, launch: bool = True) -> TrainingJob:
-    """Queue a failed, cancelled or lost job again; it continues from ``last.pt`` with the same schedule."""
-    training_jobs_detect_lost(jobs=[job])
-    job = TrainingJob.objects.select_for_update().get(pk=job.pk)
-    if job.status not in TrainingJob.RESUMABLE:
-        raise ServiceError("not_resumable", f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be resumed.",
-                           status_code=409)
+def _has_checkpoint(job: TrainingJob) -> None:
     if not job.has_checkpoint:
         raise ServiceError("no_checkpoint", f"Job {job.pk} never finished an epoch, so there is no checkpoint to resume "
                            "from; start a new job instead.", status_code=409)
-    job.status = TrainingJob.Status.QUEUED
-    job.resume_requested = True
-    job.cancel_requested = False
-    job.launched_at = None
-    job.finished_at = None
-    job.stop_reason = ""
-    job.error = ""
-    job.traceback = ""
-    job.save()
-    if launch:
+
+
+@transaction.atomic
+def training_job_resume(*, job: TrainingJob, queue: bool = True) -> TrainingJob:
+    """Queue a failed, cancelled or lost job again; it continues from ``last.pt`` with the same schedule.
+    A process still running under the old launch token can write nothing more."""
+    job = job_requeue(job, refused_code="not_resumable", verb="resumed", check=_has_checkpoint,
+                      resume_requested=True, launched_at=None, traceback="")
+    if queue:
         _enqueue_launch(job)
     return job
 
@@ -169,60 +111,41 @@ def training_job_resume(*, job: TrainingJob, launch: bool = True) -> TrainingJob
 
 def training_job_mark_launched(*, job_id: int) -> str | None:
     """The launcher takes a queued job exactly once; returns the token its process must present."""
-    token = uuid.uuid4().hex
-    updated = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED, launched_at__isnull=True).update(
-        launched_at=timezone.now(), launch_token=token, updated_at=timezone.now())
-    return token if updated else None
+    return job_launch(TrainingJob, job_id, launched_at=timezone.now())
 
 
-@transaction.atomic
 def training_job_claim(*, job_id: int, token: str = "", resume: bool = False) -> TrainingJob:
     """The training process takes the job: queued → running, with its pid, host and a heartbeat."""
-    job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+    job = TrainingJob.objects.filter(pk=job_id).first()
     if job is None:
         raise ServiceError("not_found", f"No training job {job_id}.", status_code=404)
     if resume and job.status in TrainingJob.RESUMABLE + (TrainingJob.Status.RUNNING,):
-        if job.status == TrainingJob.Status.RUNNING:
-            training_jobs_detect_lost(jobs=[job])
-            job.refresh_from_db()
+        jobs_mark_lost(jobs=[job])  # a running job is resumed only when its process died
+        job.refresh_from_db()
         if job.status in TrainingJob.RESUMABLE:
-            job = training_job_resume(job=job, launch=False)
-    if job.status != TrainingJob.Status.QUEUED:
+            job = training_job_resume(job=job, queue=False)
+    claimed = job_claim(TrainingJob, job_id, token=token)
+    if claimed is None:
+        job.refresh_from_db()
+        if job.status == TrainingJob.Status.QUEUED and token:
+            raise ServiceError("not_claimable", f"Job {job.pk} was launched by another worker.", status_code=409)
         raise ServiceError("not_claimable", f"Job {job.pk} is {job.status} (pid {job.pid} on {job.hostname or '?'}); "
                            "it cannot be started again.", status_code=409)
-    if token and job.launch_token != token:
-        raise ServiceError("not_claimable", f"Job {job.pk} was launched by another worker.", status_code=409)
-    now = timezone.now()
-    job.status = TrainingJob.Status.RUNNING
-    job.pid = os.getpid()
-    job.hostname = socket.gethostname()
-    job.heartbeat_at = now
-    job.started_at = job.started_at or now
-    job.attempts = F("attempts") + 1
-    job.cancel_requested = False
-    job.save()
-    job.refresh_from_db()
-    return job
+    return claimed
 
 
-def training_job_heartbeat(*, job: TrainingJob, progress: float | None = None) -> bool:
-    """Write liveness (and progress); return whether a cancel was requested."""
-    fields = {"heartbeat_at": timezone.now()}
-    if progress is not None:
-        fields["progress"] = min(max(progress, 0.0), 1.0)
-    TrainingJob.objects.filter(pk=job.pk).update(**fields)
-    return bool(TrainingJob.objects.filter(pk=job.pk).values_list("cancel_requested", flat=True).first())
-
-
-def training_job_started(*, job: TrainingJob, info: dict) -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(
-        device=info["device"], precision=info["precision"], world_size=info["world_size"],
-        parameters=info["parameters"], heartbeat_at=timezone.now())
+def training_job_started(*, job: TrainingJob, info: dict) -> bool:
+    return job_heartbeat(job, device=info["device"], precision=info["precision"], world_size=info["world_size"],
+                         parameters=info["parameters"], weights_used=info.get("weights", "")[:500],
+                         weights_reason=info.get("weights_reason", "")[:500], recipe=info.get("recipe", ""))
 
 
 def training_job_record_epochs(*, job: TrainingJob, rows: list[dict], keep_up_to: int | None = None) -> None:
-    """Upsert epoch rows (a resumed job rewrites what its checkpoint says) and the job's running best."""
+    """Upsert epoch rows (a resumed job rewrites what its checkpoint says) and the job's running best;
+    nothing at all once another process holds the job."""
     with transaction.atomic():
+        if not job_heartbeat(job):
+            return
         if keep_up_to is not None:
             TrainingEpoch.objects.filter(job=job, epoch__gt=keep_up_to).delete()
         for row in rows:
@@ -232,7 +155,7 @@ def training_job_record_epochs(*, job: TrainingJob, rows: list[dict], keep_up_to
         if rows:
             last = rows[-1]
             best = max(TrainingEpoch.objects.filter(job=job), key=lambda e: (e.val_accuracy, -e.val_loss))
-            update = {"epochs_run": TrainingEpoch.objects.filter(job=job).count(), "heartbeat_at": timezone.now(),
+            update = {"epochs_run": TrainingEpoch.objects.filter(job=job).count(),
                       "best_epoch": last.get("best_epoch", best.epoch)}
             chosen = TrainingEpoch.objects.get(job=job, epoch=update["best_epoch"])
             update.update(best_val_accuracy=chosen.val_accuracy, best_val_loss=chosen.val_loss)
@@ -240,26 +163,29 @@ def training_job_record_epochs(*, job: TrainingJob, rows: list[dict], keep_up_to
 
 
 def training_job_fail(*, job: TrainingJob, error: str, traceback: str = "",
-                      stop_reason: str = TrainingJob.StopReason.ERROR, duration: float = 0.0) -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(
-        status=TrainingJob.Status.FAILED, stop_reason=stop_reason, error=error[:10_000], traceback=traceback,
-        finished_at=timezone.now(), duration_seconds=F("duration_seconds") + duration, updated_at=timezone.now())
+                      stop_reason: str = TrainingJob.StopReason.ERROR, duration: float = 0.0) -> bool:
+    return job_finish(job, status=TrainingJob.Status.FAILED, stop_reason=stop_reason, error=error,
+                      traceback=traceback, duration_seconds=F("duration_seconds") + duration)
 
 
-def training_job_mark_cancelled(*, job: TrainingJob, duration: float = 0.0) -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(
-        status=TrainingJob.Status.CANCELLED, stop_reason=TrainingJob.StopReason.CANCELLED, finished_at=timezone.now(),
-        duration_seconds=F("duration_seconds") + duration, updated_at=timezone.now())
+def training_job_mark_cancelled(*, job: TrainingJob, duration: float = 0.0) -> bool:
+    return job_finish(job, status=TrainingJob.Status.CANCELLED, stop_reason=TrainingJob.StopReason.CANCELLED,
+                      duration_seconds=F("duration_seconds") + duration)
 
 
 def training_job_succeed(*, job: TrainingJob, result: dict, exported: dict):
-    """Register the serving artifact as a model version, finish the job, then tell whoever listens."""
+    """Register the serving artifact as a model version, finish the job, then tell whoever listens; nothing
+    when another process holds the job now."""
     from apps.inference.services import model_version_register
 
     metrics = {key: result.get(key) for key in ("best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run",
                                                  "final_train_accuracy", "final_train_loss", "test_accuracy",
                                                  "test_loss", "stop_reason") if result.get(key) is not None}
     with transaction.atomic():
+        if not job_heartbeat(job):  # the token check, and the row's lock for what follows
+            logger.warning("Training job %s: another process holds it now; its result is not recorded", job.pk)
+            job.refresh_from_db()
+            return job
         job = TrainingJob.objects.select_for_update().get(pk=job.pk)
         model_version = model_version_register(
             name=f"job-{job.pk}-{exported['architecture']}", architecture=exported["architecture"],

@@ -69,6 +69,7 @@ def launch_training_job(job_id: int) -> dict:
     job.refresh_from_db()
     if job.status in TrainingJob.ACTIVE and job.launch_token == token:
         # The process died without a word (killed, out of memory, crashed in C): say so, keep the log.
+        # Written under the launch token, so a resume that took the job over meanwhile is left alone.
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         if job.cancel_requested:
             services.training_job_mark_cancelled(job=job)
@@ -108,7 +109,3 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def detect_lost_training_jobs() -> list[int]:
-    """Scheduled every minute: running jobs whose process or worker died become failed (``lost``)."""
-    return services.training_jobs_detect_lost()

@@ -341,11 +341,6 @@ KYARA_TRAINING_PROCESSES = env_int("KYARA_TRAINING_PROCESSES", 1)
 # the job says which and why.
 KYARA_WEIGHTS_DIR = Path(env_str("KYARA_WEIGHTS_DIR", str(DATA_DIR / "weights"))).expanduser()
 KYARA_WEIGHTS_DOWNLOAD = env_bool("KYARA_WEIGHTS_DOWNLOAD", True)
-# How often a training process looks for a cancel and writes its heartbeat and progress.
-KYARA_TRAINING_POLL_SECONDS = env_float("KYARA_TRAINING_POLL_SECONDS", 1.0)
-KYARA_TRAINING_HEARTBEAT_SECONDS = env_float("KYARA_TRAINING_HEARTBEAT_SECONDS", 5.0)
-# A running job without a heartbeat for this long (or whose process is gone) is marked lost.
-KYARA_TRAINING_LOST_AFTER = env_int("KYARA_TRAINING_LOST_AFTER", 300)
 # After a cancel, how long the launcher lets the process stop by itself before SIGTERM, then SIGKILL.
 KYARA_TRAINING_CANCEL_GRACE = env_float("KYARA_TRAINING_CANCEL_GRACE", 10.0)
 

@@ -38,10 +38,9 @@ def _check_automatic_run(job: TrainingJob) -> EvaluationRun:
 @pytest.mark.slow
 def test_a_finished_training_job_is_evaluated_on_its_test_split(settings, django_capture_on_commit_callbacks):
     settings.KYARA_RUN_TASKS_INLINE = True  # the queued evaluation runs right here
-    settings.KYARA_TRAINING_POLL_SECONDS = 0.0
     version = make_dataset_version("v-auto", train=8, val=3, test=3)
     scatter_phashes(version)
-    job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": 3}, launch=False)
+    job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": 3}, queue=False)
     with django_capture_on_commit_callbacks(execute=True):
         call_command("train_job", job.pk, stdout=StringIO())
     job.refresh_from_db()
@@ -58,7 +57,7 @@ def test_no_evaluation_when_switched_off_or_without_test_images(settings, django
 
     version = make_dataset_version("v-no-test", classes=2, train=2, val=1, test=0)
     model = register_rigged("r", ["char-0", "char-1"], [1.0, 0.0], dataset_version=version)
-    job = training.training_job_start(dataset_version=version, config=FAST, launch=False)
+    job = training.training_job_start(dataset_version=version, config=FAST, queue=False)
     evaluate_after_training(sender=TrainingJob, job=job, model_version=model)  # no test split: logged, no run
     settings.KYARA_EVAL_AFTER_TRAINING_SPLIT = ""
     evaluate_after_training(sender=TrainingJob, job=job, model_version=model)

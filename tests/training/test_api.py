@@ -29,7 +29,7 @@ def test_a_bad_config_is_a_400_with_code_and_message(staff_api_client, dataset_v
 
 
 def test_anonymous_users_read_but_cannot_start_or_cancel(api_client, dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     assert api_client.get(URL).status_code == 200
     assert api_client.post(URL, {"dataset_version": dataset_version.pk}, format="json").status_code in (401, 403)
     assert api_client.post(f"{URL}{job.pk}/cancel/").status_code in (401, 403)
@@ -38,7 +38,7 @@ def test_anonymous_users_read_but_cannot_start_or_cancel(api_client, dataset_ver
 
 
 def test_detail_shows_epochs_and_cancel_resume_answer_with_conflicts(staff_api_client, dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     TrainingEpoch.objects.create(job=job, epoch=1, train_loss=1.0, train_accuracy=0.5, val_loss=0.9, val_accuracy=0.6,
                                  lr=1e-3, seconds=2.0)
     detail = staff_api_client.get(f"{URL}{job.pk}/").json()
@@ -51,15 +51,15 @@ def test_detail_shows_epochs_and_cancel_resume_answer_with_conflicts(staff_api_c
 
 
 def test_list_filters_by_status(staff_api_client, dataset_version, fast_config):
-    a = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
-    services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    a = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
+    services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     services.training_job_cancel(job=a)
     results = staff_api_client.get(URL, {"status": "cancelled"}).json()["results"]
     assert [r["id"] for r in results] == [a.pk]
 
 
 def test_admin_action_cancels_selected_jobs(admin_client, dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     response = admin_client.post("/admin/training/trainingjob/", {"action": "cancel_jobs", "_selected_action": [job.pk]})
     assert response.status_code == 302
     job.refresh_from_db()

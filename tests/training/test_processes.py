@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from apps.core.jobs import process_alive
 from apps.ml.artifacts import load_serving_artifact
 from apps.training import services
 from apps.training.models import TrainingJob
@@ -46,13 +47,13 @@ def test_cancel_through_the_api_stops_a_running_job_within_seconds(qcluster, fas
     wait_for(lambda: _status(job) == TrainingJob.Status.CANCELLED, timeout=30, interval=0.1, message="the cancel")
     assert time.monotonic() - asked < 8
     assert job.stop_reason == "cancelled" and job.epochs_run < 500 and job.model_version is None
-    wait_for(lambda: not services.process_alive(pid), timeout=10, message="the training process to exit")
+    wait_for(lambda: not process_alive(pid), timeout=10, message="the training process to exit")
 
 
 def test_a_killed_training_process_is_detected_and_resumes_from_its_last_checkpoint(launcher_env, fast_config):
     version = make_dataset_version("v-kill", train=8, val=3, test=2)
     config = {**fast_config, "epochs": 40, "patience": 0}
-    job = services.training_job_start(dataset_version=version, config=config, launch=False)
+    job = services.training_job_start(dataset_version=version, config=config, queue=False)
     outcome = {}
     launcher = threading.Thread(target=lambda: outcome.update(launch_training_job(job.pk)))
     launcher.start()
@@ -67,7 +68,7 @@ def test_a_killed_training_process_is_detected_and_resumes_from_its_last_checkpo
     killed_at = job.epochs.count()
     assert 2 <= killed_at < 40
 
-    services.training_job_resume(job=job, launch=False)
+    services.training_job_resume(job=job, queue=False)
     assert launch_training_job(job.pk)["returncode"] == 0
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.SUCCEEDED, job.error + job.traceback
@@ -82,7 +83,7 @@ def test_a_killed_training_process_is_detected_and_resumes_from_its_last_checkpo
 
 def test_two_process_gloo_ddp_run_produces_a_normal_artifact(transactional_db, fast_config):
     version = make_dataset_version("v-ddp", train=8, val=3, test=2)
-    job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 2}, launch=False)
+    job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 2}, queue=False)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "manage.py",
          "train_job", str(job.pk)],
@@ -99,7 +100,7 @@ def test_two_process_gloo_ddp_run_produces_a_normal_artifact(transactional_db, f
 def test_sigterm_without_a_cancel_stops_cleanly_and_leaves_the_job_resumable(transactional_db, fast_config):
     version = make_dataset_version("v-term", train=8, val=3, test=0)
     job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 500, "patience": 0},
-                                      launch=False)
+                                      queue=False)
     proc = subprocess.Popen([sys.executable, "manage.py", "train_job", str(job.pk)], cwd=ROOT,
                             env=child_env(KYARA_TRAINING_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_for(lambda: job.epochs.exists(), timeout=120, message="the first epoch")
@@ -108,4 +109,4 @@ def test_sigterm_without_a_cancel_stops_cleanly_and_leaves_the_job_resumable(tra
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.FAILED and job.stop_reason == "interrupted"
     assert "signal 15" in job.error and job.has_checkpoint
-    assert services.training_job_resume(job=job, launch=False).status == TrainingJob.Status.QUEUED
+    assert services.training_job_resume(job=job, queue=False).status == TrainingJob.Status.QUEUED

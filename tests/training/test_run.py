@@ -3,7 +3,6 @@ import uuid
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
@@ -21,7 +20,7 @@ from .conftest import make_dataset_version
 @pytest.mark.django_db
 def test_train_job_trains_registers_a_model_version_and_signals(dataset_version, fast_config,
                                                                django_capture_on_commit_callbacks):
-    job = services.training_job_start(dataset_version=dataset_version, config={**fast_config, "epochs": 4}, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config={**fast_config, "epochs": 4}, queue=False)
     heard = []
 
     def receiver(sender, job, model_version, **kwargs):
@@ -29,8 +28,7 @@ def test_train_job_trains_registers_a_model_version_and_signals(dataset_version,
 
     training_job_succeeded.connect(receiver)
     try:
-        with pytest.MonkeyPatch.context() as mp, django_capture_on_commit_callbacks(execute=True):
-            mp.setattr(settings, "KYARA_TRAINING_POLL_SECONDS", 0.0)
+        with django_capture_on_commit_callbacks(execute=True):
             call_command("train_job", job.pk, stdout=StringIO())
     finally:
         training_job_succeeded.disconnect(receiver)
@@ -59,7 +57,7 @@ def test_a_crash_is_recorded_with_its_traceback(db, fast_config):
                                   phash=-1, phash_b0=-1, phash_b1=0, phash_b2=0, phash_b3=0, character=good.character,
                                   status="approved", source_kind="import")
     item = DatasetItem.objects.create(version=version, image=broken, character=good.character, split="train")
-    job = services.training_job_start(dataset_version=version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=version, config=fast_config, queue=False)
     with pytest.raises(Exception, match="could not be read or decoded"):
         call_command("train_job", job.pk, stdout=StringIO())
     job.refresh_from_db()
@@ -71,7 +69,7 @@ def test_a_crash_is_recorded_with_its_traceback(db, fast_config):
 
 @pytest.mark.django_db
 def test_train_job_refuses_a_finished_job(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     services.training_job_cancel(job=job)
     with pytest.raises(CommandError, match="cannot be started again"):
         call_command("train_job", job.pk, stdout=StringIO())

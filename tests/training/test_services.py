@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from apps.core.api import ServiceError
+from apps.core.jobs import jobs_mark_lost
 from apps.training import services
 from apps.training.models import TrainingJob
 from apps.training.tasks import launch_training_job
@@ -38,7 +39,7 @@ def test_a_dataset_with_one_character_is_refused(db, fast_config):
 
 
 def test_cancel_a_queued_job_at_once_and_refuse_finished_ones(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     job = services.training_job_cancel(job=job)
     assert job.status == TrainingJob.Status.CANCELLED and job.stop_reason == "cancelled"
     with pytest.raises(ServiceError) as info:
@@ -49,7 +50,7 @@ def test_cancel_a_queued_job_at_once_and_refuse_finished_ones(dataset_version, f
 
 
 def test_resume_needs_a_failed_or_cancelled_job_with_a_checkpoint(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     with pytest.raises(ServiceError, match="only failed or cancelled"):
         services.training_job_resume(job=job)
     services.training_job_cancel(job=job)
@@ -59,28 +60,28 @@ def test_resume_needs_a_failed_or_cancelled_job_with_a_checkpoint(dataset_versio
 
 
 def test_a_job_is_launched_at_most_once(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     assert services.training_job_mark_launched(job_id=job.pk)
     assert services.training_job_mark_launched(job_id=job.pk) is None
 
 
 def test_a_running_job_whose_process_is_gone_is_marked_lost_and_resumable(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     claimed = services.training_job_claim(job_id=job.pk)
     TrainingJob.objects.filter(pk=job.pk).update(pid=dead.pid)
     assert claimed.pid == os.getpid() and claimed.attempts == 1
-    assert services.training_jobs_detect_lost() == [job.pk]
+    assert jobs_mark_lost() == {"training.TrainingJob": [job.pk]}
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.FAILED and job.stop_reason == "lost"
     assert "Resume the job" in job.error
 
 
 def test_a_live_running_job_is_not_lost_and_cannot_be_claimed_twice(dataset_version, fast_config):
-    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, launch=False)
+    job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     services.training_job_claim(job_id=job.pk)
-    assert services.training_jobs_detect_lost() == []
+    assert jobs_mark_lost() == {}
     with pytest.raises(ServiceError) as info:
         services.training_job_claim(job_id=job.pk)
     assert info.value.code == "not_claimable"

@@ -30,10 +30,6 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
             return TrainingJobCreateSerializer
         return TrainingJobDetailSerializer if self.action == "retrieve" else TrainingJobSerializer
 
-    def list(self, request, *args, **kwargs):
-        services.training_jobs_detect_lost()  # a dead job shows as such, even with no watchdog scheduled
-        return super().list(request, *args, **kwargs)
-
     @extend_schema(request=TrainingJobCreateSerializer, responses={201: TrainingJobDetailSerializer})
     def create(self, request, *args, **kwargs):
         serializer = TrainingJobCreateSerializer(data=request.data)

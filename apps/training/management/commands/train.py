@@ -57,7 +57,7 @@ class Command(BaseCommand):
             config[key.strip().replace("-", "_")] = _value(raw)
         try:
             job = training_job_start(dataset_version=version, config=config, name=options["name"],
-                                     launch=not options["sync"])
+                                     queue=not options["sync"])
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         if options["sync"]:
