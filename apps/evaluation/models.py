@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from apps.core.models import TimeStampedModel
+from apps.core.models import Job
 
 # The original report's plan. Seeded into the table by a migration (so the admin can edit it) and used
 # as is while the table holds no rule at all.
@@ -43,14 +43,8 @@ class TierRule(models.Model):
         return accuracy <= self.max_accuracy if self.inclusive else accuracy < self.max_accuracy
 
 
-class EvaluationRun(TimeStampedModel):
+class EvaluationRun(Job):
     """One model version's predictions over one split of one dataset version, on the serving path."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
 
     class Origin(models.TextChoices):
         TRAINING = "training", "after a training job"
@@ -68,10 +62,6 @@ class EvaluationRun(TimeStampedModel):
         default=False, help_text="Set the model version's open-set threshold from this run even if it has one")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     # Headline metrics (0-1)
     images = models.PositiveIntegerField(default=0)
@@ -108,6 +98,9 @@ class EvaluationRun(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"evaluation {self.pk}: {self.model_version} on {self.dataset_version}/{self.split}"
+
+    def lost_message(self) -> str:
+        return "lost: the worker running this evaluation died or timed out; run it again"
 
     @property
     def leaks(self) -> int:

@@ -13,7 +13,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -24,6 +23,7 @@ from django.utils import timezone
 from apps.characters.models import Character, DatasetItem, DatasetVersion
 from apps.characters.phash import near_pairs
 from apps.core.api import ServiceError
+from apps.core.jobs import JobWatcher, job_claim, job_finish
 from apps.core.queue import enqueue
 from apps.inference.models import ModelVersion
 from apps.inference.services import model_version_metrics_record, model_version_threshold_set
@@ -53,9 +53,9 @@ def evaluation_run_check(*, dataset_version: DatasetVersion, split: str) -> None
 def evaluation_run_create(
     *, model_version: ModelVersion, dataset_version: DatasetVersion, split: str = "test",
     origin: str = EvaluationRun.Origin.CLI, requested_by=None, training_job_id: int | None = None,
-    apply_threshold: bool = False, enqueue_run: bool = True,
+    apply_threshold: bool = False, queue: bool = True,
 ) -> EvaluationRun:
-    """Create a queued run and (after commit) hand it to a worker; ``enqueue_run=False`` leaves it to the caller."""
+    """Create a queued run and (after commit) hand it to a worker; ``queue=False`` leaves it to the caller."""
     evaluation_run_check(dataset_version=dataset_version, split=split)
     run = EvaluationRun(
         model_version=model_version, dataset_version=dataset_version, split=split, origin=origin,
@@ -64,53 +64,29 @@ def evaluation_run_create(
     )
     run.full_clean()
     run.save()
-    if enqueue_run:
+    if queue:
         transaction.on_commit(lambda: enqueue(RUN_TASK, run.pk, group=f"evaluation-{run.pk}"))
     return run
-
-
-def _claim(run_id: int) -> EvaluationRun | None:
-    with transaction.atomic():
-        run = EvaluationRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status != EvaluationRun.Status.QUEUED:
-            return None
-        run.status = EvaluationRun.Status.RUNNING
-        run.started_at = timezone.now()
-        run.save(update_fields=["status", "started_at", "updated_at"])
-        return run
-
-
-def evaluation_runs_mark_lost() -> list[int]:
-    """Runs still "running" after the task timeout: the worker that ran them died (django-q2 kills a task
-    at its timeout and, with one attempt, never reruns it). Mark them failed so they can be run again."""
-    deadline = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
-    lost = list(EvaluationRun.objects.filter(status=EvaluationRun.Status.RUNNING, started_at__lt=deadline)
-                .values_list("pk", flat=True))
-    if lost:
-        EvaluationRun.objects.filter(pk__in=lost, status=EvaluationRun.Status.RUNNING).update(
-            status=EvaluationRun.Status.FAILED, finished_at=timezone.now(), updated_at=timezone.now(),
-            error="lost: the worker running this evaluation died or timed out; run it again")
-        logger.warning("Evaluation runs %s marked lost", lost)
-    return lost
 
 
 def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
     """Run a queued evaluation here and now. A run already started or finished is left alone (``None``).
 
-    Any failure ends the run as failed with a message a person can act on; it is not raised.
+    Any failure ends the run as failed with a message a person can act on; it is not raised. A run whose
+    worker dies is marked lost by the scheduled sweep (apps.core.jobs) and can be created again.
     """
-    run = _claim(run_id)
+    run = job_claim(EvaluationRun, run_id)
     if run is None:
         logger.warning("Evaluation %s not run: missing, or no longer queued", run_id)
         return None
-    try:
-        _execute(run)
-    except Exception as exc:  # noqa: BLE001 - the run records every failure
-        message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, ServiceError):
-            logger.exception("Evaluation %s failed", run.pk)
-        EvaluationRun.objects.filter(pk=run.pk).update(status=EvaluationRun.Status.FAILED, error=message[:4000],
-                                                       finished_at=timezone.now(), updated_at=timezone.now())
+    with JobWatcher(run):  # heartbeats through a long prediction pass
+        try:
+            _execute(run)
+        except Exception as exc:  # noqa: BLE001 - the run records every failure
+            message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ServiceError):
+                logger.exception("Evaluation %s failed", run.pk)
+            job_finish(run, status=EvaluationRun.Status.FAILED, error=message[:4000])
     run.refresh_from_db()
     return run
 
@@ -282,11 +258,35 @@ def _version_metrics_record(run_id: int) -> bool:
 
 
 def _execute(run: EvaluationRun) -> None:
+    """The stages of a run, in order; the last one writes everything in one transaction."""
     from apps.inference.predictors import predictor_cache
 
-    version = run.model_version
-    loaded = predictor_cache.get(version)  # ServiceError (503) with the reason when it cannot serve
+    loaded = predictor_cache.get(run.model_version)  # ServiceError (503) with the reason when it cannot serve
     predictor = loaded.predictor
+    rows, done = _predict_split(run, predictor)
+    measured = _measure(rows, done, predictor.labels)
+    reference = run.model_version.dataset_version or run.dataset_version
+    leaks = _leak_stage(run, reference, rows, done, measured)
+    threshold = _threshold_stage(run, loaded, measured)
+    speed = _speed(done, predictor)
+    notes = _notes(run, reference, measured.labels, predictor.labels, rows, done, leaks)
+    results = _character_rows(run, measured, predictor.labels)
+    if _record(run, measured=measured, leaks=leaks, threshold=threshold, speed=speed, notes=notes,
+               results=results):
+        _version_metrics_record(run.pk)
+
+
+@dataclass
+class _Measured:
+    """The metrics of one pass, over the class space (the model's labels, then the split's unknowns)."""
+
+    labels: list[str]
+    result: dict  # apps.ml.metrics.evaluate_probabilities
+    correct: np.ndarray  # per kept image: top-1 right
+
+
+def _predict_split(run: EvaluationRun, predictor) -> tuple[_SplitRows, _Predictions]:
+    """Stage 1: every image of the evaluated split through the serving predictor."""
     rows = _SplitRows.load(run.dataset_version, run.split)
     if not rows.files:
         raise ServiceError("empty_split", f"{run.dataset_version.name} has no {run.split} images.")
@@ -295,39 +295,56 @@ def _execute(run: EvaluationRun) -> None:
     if not done.kept:
         raise ServiceError("nothing_predicted", f"None of the {len(rows.files)} images could be decoded; "
                            f"first refusal: {done.rejected[0]['message'] if done.rejected else '?'}")
-    labels = _class_space(list(predictor.labels), rows.slugs)
+    return rows, done
+
+
+def _measure(rows: _SplitRows, done: _Predictions, model_labels) -> _Measured:
+    """Stage 2: the metrics, with the split's characters the model does not know counted wrong."""
+    labels = _class_space(list(model_labels), rows.slugs)
     column = {label: i for i, label in enumerate(labels)}
     y_true = np.array([column[rows.slugs[i]] for i in done.kept], dtype=np.int64)
     probabilities = np.zeros((len(done.kept), len(labels)), dtype=np.float64)
     probabilities[:, :done.probabilities.shape[1]] = done.probabilities
     result = metrics.evaluate_probabilities(y_true, probabilities, bins=settings.KYARA_EVAL_CALIBRATION_BINS,
                                             pairs=settings.KYARA_EVAL_CONFUSED_PAIRS)
-    correct = np.asarray(result["predicted"]) == y_true
+    return _Measured(labels, result, np.asarray(result["predicted"]) == y_true)
 
-    reference = version.dataset_version or run.dataset_version
+
+def _leak_stage(run: EvaluationRun, reference: DatasetVersion, rows: _SplitRows, done: _Predictions,
+                measured: _Measured) -> dict:
+    """Stage 3: the leak check against the model's training split, and the accuracy without the leaks."""
     if run.split == "train" and reference.pk == run.dataset_version_id:
-        leaks = {"reference": f"{reference.name}/train", "skipped": "the evaluated split is the training split"}
-    else:
-        leaks = leak_check(evaluated=rows, reference=reference, max_distance=settings.KYARA_NEAR_DUPLICATE_DISTANCE)
-        leaked = set(leaks.pop("leaked"))
-        clean = [k for k, i in enumerate(done.kept) if i not in leaked]
-        leaks["accuracy_without_leaks"] = float(correct[clean].mean()) if clean else None
+        return {"reference": f"{reference.name}/train", "skipped": "the evaluated split is the training split"}
+    leaks = leak_check(evaluated=rows, reference=reference, max_distance=settings.KYARA_NEAR_DUPLICATE_DISTANCE)
+    leaked = set(leaks.pop("leaked"))
+    clean = [k for k, i in enumerate(done.kept) if i not in leaked]
+    leaks["accuracy_without_leaks"] = float(measured.correct[clean].mean()) if clean else None
+    return leaks
 
-    threshold = _threshold(run, loaded, np.asarray(result["confidence"]), correct)
+
+def _threshold_stage(run: EvaluationRun, loaded, measured: _Measured) -> dict:
+    """Stage 4: the open-set threshold suggested on val, set on the model version where it may be."""
+    threshold = _threshold(run, loaded, np.asarray(measured.result["confidence"]), measured.correct)
     threshold["model_version_threshold"] = _threshold_apply(run, threshold.get("threshold"))
+    return threshold
 
+
+def _speed(done: _Predictions, predictor) -> dict:
     batched = done.seconds and len(done.kept) / done.seconds
-    single = metrics.latency_summary(done.latencies_ms)
-    speed = {"batch_size": settings.KYARA_EVAL_BATCH_SIZE, "batched_images_per_second": batched,
-             "single": single, "backend": predictor.backend_name, "threads": settings.KYARA_INFERENCE_THREADS,
-             "what": "decode + preprocess + forward from the image bytes, as /predict; file reads excluded"}
+    return {"batch_size": settings.KYARA_EVAL_BATCH_SIZE, "batched_images_per_second": batched,
+            "single": metrics.latency_summary(done.latencies_ms), "backend": predictor.backend_name,
+            "threads": settings.KYARA_INFERENCE_THREADS,
+            "what": "decode + preprocess + forward from the image bytes, as /predict; file reads excluded"}
 
-    notes = _notes(run, reference, labels, predictor.labels, rows, done, leaks)
+
+def _character_rows(run: EvaluationRun, measured: _Measured, model_labels) -> list[CharacterResult]:
+    """Stage 5: one row per character of the class space, tiered by the rules (low support: provisional)."""
+    labels = measured.labels
     characters = {c.slug: c for c in Character.objects.filter(slug__in=labels)}
-    model_labels = set(predictor.labels)
+    model_labels = set(model_labels)
     rules, min_support = tier_rules(), settings.KYARA_EVAL_MIN_SUPPORT
     results = []
-    for label, row in zip(labels, result["per_class"], strict=True):
+    for label, row in zip(labels, measured.result["per_class"], strict=True):
         low = 0 < row["support"] < min_support
         rule = tier_for(row["accuracy"], rules)
         mistaken = row["mistaken_for"]
@@ -340,23 +357,31 @@ def _execute(run: EvaluationRun) -> None:
             tier=None if low or rule is None else rule.priority, tier_name="" if low or rule is None else rule.name,
             provisional_tier=rule.priority if rule else None, target=rule.images if rule else 0,
         ))
+    return results
+
+
+def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: dict, speed: dict, notes: list[str],
+            results: list[CharacterResult]) -> bool:
+    """Stage 6: the run's numbers and rows in one transaction, only while this process holds the run."""
+    labels, result, single = measured.labels, measured.result, speed["single"]
     pairs = [{"true": labels[p["true"]], "predicted": labels[p["predicted"]], "count": p["count"],
               "share": p["share"]} for p in result["confused_pairs"]]
     with transaction.atomic():
-        CharacterResult.objects.filter(run=run).delete()
-        CharacterResult.objects.bulk_create(results)
-        EvaluationRun.objects.filter(pk=run.pk).update(
-            status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now(), updated_at=timezone.now(), error="",
+        if not job_finish(
+            run, status=EvaluationRun.Status.SUCCEEDED, error="",
             images=result["images"], top1=result["top1"], top5=result["top5"],
             mean_per_class_accuracy=result["mean_per_class_accuracy"], macro_precision=result["macro_precision"],
             macro_recall=result["macro_recall"], macro_f1=result["macro_f1"], ece=result["ece"],
             suggested_threshold=threshold.get("threshold"), latency_p50_ms=single["p50_ms"],
-            latency_p95_ms=single["p95_ms"], images_per_second=batched or None, device=_device(),
-            backend=predictor.backend_name, labels=labels, confusion_matrix=result["confusion_matrix"],
+            latency_p95_ms=single["p95_ms"], images_per_second=speed["batched_images_per_second"] or None,
+            device=_device(), backend=speed["backend"], labels=labels, confusion_matrix=result["confusion_matrix"],
             confused_pairs=pairs, reliability=result["reliability"], threshold=threshold, speed=speed,
             leak_report=leaks, notes=notes,
-        )
-    _version_metrics_record(run.pk)
+        ):
+            return False
+        CharacterResult.objects.filter(run=run).delete()
+        CharacterResult.objects.bulk_create(results)
+    return True
 
 
 def _notes(run, reference, labels, model_labels, rows, done, leaks) -> list[str]:

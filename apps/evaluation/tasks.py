@@ -1,11 +1,10 @@
 """django-q tasks: thin, and they take ids."""
 from __future__ import annotations
 
-from .services import evaluation_run_execute, evaluation_runs_mark_lost
+from .services import evaluation_run_execute
 
 
 def run_evaluation(run_id: int) -> dict:
-    evaluation_runs_mark_lost()
     run = evaluation_run_execute(run_id=run_id)
     if run is None:
         return {"run": run_id, "ran": False}

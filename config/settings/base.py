@@ -255,12 +255,11 @@ SPECTACULAR_SETTINGS = {
         "ImageStatusEnum": "apps.characters.models.Image.Status",
         # Log-in forms (pages, admin, browsable API) and POST /api/v1/auth/token/, per client address.
         "login": env_str("KYARA_THROTTLE_LOGIN", "10/min"),
-        "JobStatusEnum": "apps.core.models.JobStatus",  # crawl and training jobs
+        "JobStatusEnum": "apps.core.models.JobStatus",  # every job: crawl, training, evaluation
     # How many reverse proxies stand in front of the server. A client is told apart by its address:
     # with 0 (the default) the peer's, and X-Forwarded-For is ignored (a client could pick its own
     # throttle bucket with it); behind one proxy (nginx, a load balancer) set KYARA_NUM_PROXIES=1.
     "NUM_PROXIES": env_int("KYARA_NUM_PROXIES", 0),
-        "EvaluationRunStatusEnum": "apps.evaluation.models.EvaluationRun.Status",
     },
 }
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")

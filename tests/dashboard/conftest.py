@@ -182,7 +182,7 @@ def evaluated(served_model, cast):
     other = served_model.make_another("simple-v2", 1)
     runs = []
     for model in (served_model, other):
-        run = evaluation_run_create(model_version=model, dataset_version=version, split="test", enqueue_run=False)
+        run = evaluation_run_create(model_version=model, dataset_version=version, split="test", queue=False)
         runs.append(evaluation_run_execute(run_id=run.pk))
     assert all(run.status == "succeeded" for run in runs), [run.error for run in runs]
     return runs

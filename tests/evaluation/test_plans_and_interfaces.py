@@ -34,7 +34,7 @@ def run(tagged_characters, settings):
     settings.KYARA_CRAWL_PLAN_SOURCES = ["safebooru", "safebooru_donmai"]
     version = make_version("v-plan", tagged_characters)
     model = register_rigged("rigged", LABELS, [2.0, 1.0, 0.0], dataset_version=version)
-    created = services.evaluation_run_create(model_version=model, dataset_version=version, enqueue_run=False)
+    created = services.evaluation_run_create(model_version=model, dataset_version=version, queue=False)
     return services.evaluation_run_execute(run_id=created.pk)
 
 

@@ -20,7 +20,7 @@ LOGITS = [2.0, 1.0, 0.0]  # every image: char-0 with p0 = softmax(LOGITS)[0]
 
 def evaluate(model_version, dataset_version, split="test", **options) -> EvaluationRun:
     run = services.evaluation_run_create(model_version=model_version, dataset_version=dataset_version, split=split,
-                                         enqueue_run=False, **options)
+                                         queue=False, **options)
     return services.evaluation_run_execute(run_id=run.pk)
 
 
@@ -256,12 +256,17 @@ def test_a_run_whose_worker_died_is_marked_lost_and_can_be_run_again(version, ri
 
     from django.utils import timezone
 
-    stuck = services.evaluation_run_create(model_version=rigged, dataset_version=version, enqueue_run=False)
-    recent = services.evaluation_run_create(model_version=rigged, dataset_version=version, enqueue_run=False)
-    long_ago = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 120)
-    EvaluationRun.objects.filter(pk=stuck.pk).update(status=EvaluationRun.Status.RUNNING, started_at=long_ago)
-    EvaluationRun.objects.filter(pk=recent.pk).update(status=EvaluationRun.Status.RUNNING, started_at=timezone.now())
-    listed = api_client.get("/api/v1/evaluations/").json()  # listing detects it, as a watchdog would
+    stuck = services.evaluation_run_create(model_version=rigged, dataset_version=version, queue=False)
+    recent = services.evaluation_run_create(model_version=rigged, dataset_version=version, queue=False)
+    from apps.core.jobs import jobs_mark_lost
+
+    long_ago = timezone.now() - timedelta(seconds=settings.KYARA_JOB_LOST_AFTER + 120)
+    EvaluationRun.objects.filter(pk=stuck.pk).update(status=EvaluationRun.Status.RUNNING, started_at=long_ago,
+                                                     heartbeat_at=long_ago)
+    EvaluationRun.objects.filter(pk=recent.pk).update(status=EvaluationRun.Status.RUNNING, started_at=long_ago,
+                                                      heartbeat_at=timezone.now())
+    assert jobs_mark_lost() == {"evaluation.EvaluationRun": [stuck.pk]}  # the scheduled sweep's work
+    listed = api_client.get("/api/v1/evaluations/").json()
     by_id = {r["id"]: r for r in listed["results"]}
     assert by_id[stuck.pk]["status"] == "failed" and by_id[recent.pk]["status"] == "running"
     stuck.refresh_from_db()

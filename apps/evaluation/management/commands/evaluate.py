@@ -38,7 +38,7 @@ class Command(BaseCommand):
         try:
             version, _alias = model_resolve(options["model"])
             run = evaluation_run_create(model_version=version, dataset_version=dataset, split=options["split"],
-                                        apply_threshold=options["apply_threshold"], enqueue_run=options["queue"])
+                                        apply_threshold=options["apply_threshold"], queue=options["queue"])
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         if not options["queue"]:
