@@ -238,28 +238,28 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    # Every API view is throttled per client; views with their own (predict, log-in) replace these.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.AnonThrottle", "apps.core.throttling.UserThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("KYARA_THROTTLE_ANON", "120/min"),
         "user": env_str("KYARA_THROTTLE_USER", "1200/min"),
+        # Log-in forms (pages, admin, browsable API) and POST /api/v1/auth/token/, per client address.
+        "login": env_str("KYARA_THROTTLE_LOGIN", "10/min"),
     },
+    # How many reverse proxies stand in front of the server. A client is told apart by its address:
+    # with 0 (the default) the peer's, and X-Forwarded-For is ignored (a client could pick its own
+    # throttle bucket with it); behind one proxy (nginx, a load balancer) set KYARA_NUM_PROXIES=1.
+    "NUM_PROXIES": env_int("KYARA_NUM_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kyara API",
     "DESCRIPTION": "Collect, curate, train, evaluate and serve an anime-character recognizer.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # Every API view is throttled per client; views with their own (predict, log-in) replace these.
-    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.AnonThrottle", "apps.core.throttling.UserThrottle"],
     # Several models have a "status"; name their enums after the model so the schema stays readable.
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "apps.characters.models.Image.Status",
-        # Log-in forms (pages, admin, browsable API) and POST /api/v1/auth/token/, per client address.
-        "login": env_str("KYARA_THROTTLE_LOGIN", "10/min"),
         "JobStatusEnum": "apps.core.models.JobStatus",  # every job: crawl, training, evaluation
-    # How many reverse proxies stand in front of the server. A client is told apart by its address:
-    # with 0 (the default) the peer's, and X-Forwarded-For is ignored (a client could pick its own
-    # throttle bucket with it); behind one proxy (nginx, a load balancer) set KYARA_NUM_PROXIES=1.
-    "NUM_PROXIES": env_int("KYARA_NUM_PROXIES", 0),
     },
 }
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")
@@ -306,16 +306,6 @@ KYARA_INFERENCE_BATCH_THREADS = env_int("KYARA_INFERENCE_BATCH_THREADS", min(2, 
 KYARA_PROMOTION_METRIC = env_str("KYARA_PROMOTION_METRIC", "accuracy")
 KYARA_PROMOTION_MIN = env_float("KYARA_PROMOTION_MIN", -1.0)  # below 0: the gate is off
 KYARA_PROMOTION_GATED_ALIASES = env_list("KYARA_PROMOTION_GATED_ALIASES", "default")
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update({
-    "predict_anon": env_str("KYARA_THROTTLE_PREDICT_ANON", "600/min"),
-    "predict_user": env_str("KYARA_THROTTLE_PREDICT_USER", "6000/min"),
-})
-
-# --- Training ------------------------------------------------------------------------------------
-# Each job leaves a folder here (config.json, metrics.csv, last.pt, best.pt, train.log).
-KYARA_TRAINING_RUNS_DIR = ARTIFACTS_DIR / "training"
-# Serving artifacts of finished jobs (what ModelVersion.artifact points at).
-KYARA_TRAINING_MODELS_DIR = ARTIFACTS_DIR / "models"
 # The largest request body read at all (a multipart one; any other body stops at Django's
 # DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB). Over it: a 413 before a byte is read. The default fits the biggest
 # legitimate body: a full /predict_batch or one image upload. /predict and /predict_batch ask for less
@@ -324,15 +314,25 @@ KYARA_MAX_REQUEST_BYTES = env_int(
     "KYARA_MAX_REQUEST_BYTES",
     max(KYARA_MAX_IMAGE_BYTES, KYARA_PREDICT_BATCH_MAX * KYARA_PREDICT_MAX_BYTES) + 1024 * 1024,
 )
-# Decoded uint8 images, reused by resumed and repeated jobs; empty turns the disk cache off.
-KYARA_TRAINING_DECODED_CACHE = env_str("KYARA_TRAINING_DECODED_CACHE", str(CACHE_DIR / "decoded"))
-# torch threads of a training process (0: torch's default, one per core).
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update({
+    "predict_anon": env_str("KYARA_THROTTLE_PREDICT_ANON", "600/min"),
+    "predict_user": env_str("KYARA_THROTTLE_PREDICT_USER", "6000/min"),
     # Requests that make a server process load a model it does not hold, per client (staff not counted).
     "model_load": env_str("KYARA_THROTTLE_MODEL_LOAD", "30/hour"),
-KYARA_TRAINING_THREADS = env_int("KYARA_TRAINING_THREADS", 0)
+})
 # Anonymous clients may name an alias in ?model=; a version name only when this is on (signed-in
 # clients always may). Cycling through versions would otherwise make every request a model load.
 KYARA_PREDICT_ANON_VERSIONS = env_bool("KYARA_PREDICT_ANON_VERSIONS", False)
+
+# --- Training ------------------------------------------------------------------------------------
+# Each job leaves a folder here (config.json, metrics.csv, last.pt, best.pt, train.log).
+KYARA_TRAINING_RUNS_DIR = ARTIFACTS_DIR / "training"
+# Serving artifacts of finished jobs (what ModelVersion.artifact points at).
+KYARA_TRAINING_MODELS_DIR = ARTIFACTS_DIR / "models"
+# Decoded uint8 images, reused by resumed and repeated jobs; empty turns the disk cache off.
+KYARA_TRAINING_DECODED_CACHE = env_str("KYARA_TRAINING_DECODED_CACHE", str(CACHE_DIR / "decoded"))
+# torch threads of a training process (0: torch's default, one per core).
+KYARA_TRAINING_THREADS = env_int("KYARA_TRAINING_THREADS", 0)
 # More than 1: the launcher starts the job under torchrun with this many processes (DDP).
 KYARA_TRAINING_PROCESSES = env_int("KYARA_TRAINING_PROCESSES", 1)
 # weights: auto (the default) starts from ImageNet weights found here (`manage.py fetch_weights` puts them
