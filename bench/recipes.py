@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--only", nargs="*", help="run these variants only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--deadline", type=float, default=14400)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -78,7 +79,7 @@ def main() -> None:
             print(f"deadline reached before {name}")
             break
         values = {**SCRATCH, **change, "architecture": "mobilenet_v2", "weights": "none", "recipe": "scratch",
-                  "image_size": args.image_size, "epochs": args.epochs, "seed": args.seed}
+                  "image_size": args.image_size, "epochs": args.epochs, "seed": args.seed, "threads": args.threads}
         config = TrainConfig.from_dict(values)
         began = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="kyara-recipe-run-") as run_dir:
