@@ -79,6 +79,16 @@ def api_client():
 
 
 @pytest.fixture
+def throttle_rates(settings):
+    """``throttle_rates(anon="2/min", login="3/min")``: DRF rates for this test (Kyara's throttles read them
+    per request)."""
+    def set_rates(**rates: str) -> None:
+        current = settings.REST_FRAMEWORK
+        settings.REST_FRAMEWORK = {**current, "DEFAULT_THROTTLE_RATES": {**current["DEFAULT_THROTTLE_RATES"], **rates}}
+    return set_rates
+
+
+@pytest.fixture
 def staff_user(django_user_model):
     return django_user_model.objects.create_user("curator", password="pw-curator", is_staff=True)
 

@@ -36,11 +36,12 @@ class RequestBodyTooLarge(RequestDataTooBig):
         super().__init__(f"The request body is {size}; this endpoint accepts at most {limit:,} bytes.")
 
 
-def _answer(status: int, code: str, message: str, **details: Any) -> JsonResponse:
+def _answer(status: int, code: str, message: str, *, length: bool = True, **details: Any) -> JsonResponse:
     # Answered before the rest of the stack (CommonMiddleware would add the length): a length lets a client
     # that is still sending read the whole answer before the server closes the connection.
     response = JsonResponse(error_body(code, message, **details), status=status)
-    response["Content-Length"] = str(len(response.content))
+    if length:
+        response["Content-Length"] = str(len(response.content))
     return response
 
 
@@ -122,8 +123,9 @@ class RequestBodyLimitMiddleware:
         if declared is None or declared < 0:
             return _answer(400, "bad_content_length", "The Content-Length header is not a whole number.")
         if declared == 0 and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No length on the answer: a server that cannot skip the chunked body then closes the connection.
             return _answer(411, "length_required", "Send the body with a Content-Length header; chunked request "
-                           "bodies are not read.")
+                           "bodies are not read.", length=False)
         limit = default_limit(request)
         if declared > limit:
             return too_large_response(RequestBodyTooLarge(limit, declared))

@@ -1,5 +1,7 @@
 from django.db import models
 
+from .redaction import RedactedTextField
+
 
 class TimeStampedModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -40,7 +42,8 @@ class Job(TimeStampedModel):
     cancel_requested = models.BooleanField(default=False)
     stop_reason = models.CharField(max_length=20, blank=True)
     progress = models.FloatField(default=0.0, help_text="Fraction done, 0-1")
-    error = models.TextField(blank=True, help_text="Why it failed, or the last problem it met while running")
+    # Stored through redact_secrets: an error quoting a URL or a request never keeps an API key or password.
+    error = RedactedTextField(blank=True, help_text="Why it failed, or the last problem it met while running")
     launch_token = models.CharField(max_length=32, blank=True,
                                     help_text="Held by the process running it; every write presents it")
     attempts = models.PositiveIntegerField(default=0)

@@ -145,7 +145,20 @@ def send_body(host: str, port: int, path: str, *, declared: int | None, send: in
         sender.join(timeout=10)
     head_part, _, body = answer.partition(b"\r\n\r\n")
     status = int(head_part.split(b" ", 2)[1]) if head_part else None
+    if b"transfer-encoding: chunked" in head_part.lower():
+        body = _dechunk(body)
     return {"status": status, "seconds": first_byte, "sent": sent["bytes"], "body": body, "head": head_part}
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size.split(b";")[0], 16)
+        if length == 0:
+            break
+        out, body = out + rest[:length], rest[length + 2:]
+    return out
 
 
 def _complete(answer: bytes) -> bool:

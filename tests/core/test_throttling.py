@@ -9,11 +9,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def rates(settings):
-    def set_rates(**rates):
-        current = settings.REST_FRAMEWORK
-        settings.REST_FRAMEWORK = {**current, "DEFAULT_THROTTLE_RATES": {**current["DEFAULT_THROTTLE_RATES"], **rates}}
-    return set_rates
+def rates(throttle_rates):
+    return throttle_rates
 
 
 def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(rates, staff_user):

@@ -167,10 +167,8 @@ def test_unknown_model_and_no_model_promoted(api_client, characters, trained_art
     assert response.status_code == 404 and error_of(response)["code"] == "unknown_model"
 
 
-def test_predict_is_throttled_for_anonymous_clients(api_client, registry, class_images, monkeypatch):
-    from apps.inference.api.views import PredictAnonThrottle
-
-    monkeypatch.setattr(PredictAnonThrottle, "THROTTLE_RATES", {"predict_anon": "2/min"})
+def test_predict_is_throttled_for_anonymous_clients(api_client, registry, class_images, throttle_rates):
+    throttle_rates(predict_anon="2/min")
     codes = [api_client.post("/api/v1/predict", {"file": upload(class_images[LABELS[0]])}).status_code
              for _ in range(3)]
     assert codes == [200, 200, 429]
@@ -198,11 +196,11 @@ def test_anonymous_clients_name_aliases_not_versions(api_client, registry, class
     assert api_client.post("/api/v1/predict?model=simple-v1", data).status_code == 200
 
 
-def test_model_loads_are_rate_limited_per_client(api_client, staff_api_client, registry, class_images, settings):
+def test_model_loads_are_rate_limited_per_client(api_client, staff_api_client, registry, class_images, settings,
+                                                 throttle_rates):
     from apps.inference.predictors import predictor_cache
 
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
-        **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "model_load": "2/hour"}}
+    throttle_rates(model_load="2/hour")
     settings.KYARA_PREDICTOR_CACHE_SIZE = 1  # every switch of alias evicts the other model
     ModelAlias.objects.create(name="candidate", version=registry.v2)
     predictor_cache.clear()

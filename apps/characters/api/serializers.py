@@ -4,19 +4,33 @@ from ..models import Character, DatasetVersion, Image, Series
 from ..services import REJECT_REASONS
 
 
+def aliases_field() -> serializers.ListField:
+    """Typed, so that a form's "null" or a number is a 400 and never a NULL in a NOT NULL column."""
+    return serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=100)
+
+
 class SeriesSerializer(serializers.ModelSerializer):
     characters = serializers.IntegerField(source="num_characters", read_only=True)
+    aliases = aliases_field()
 
     class Meta:
         model = Series
         fields = ["id", "slug", "name", "aliases", "characters", "created_at"]
         read_only_fields = ["id", "created_at"]
 
+    def to_representation(self, instance):
+        if not hasattr(instance, "num_characters"):  # a created or updated row lacks the list's annotation
+            instance.num_characters = instance.characters.count()
+        return super().to_representation(instance)
+
 
 class CharacterSerializer(serializers.ModelSerializer):
     series = serializers.SlugRelatedField(slug_field="slug", queryset=Series.objects.all())
     images = serializers.IntegerField(source="num_images", read_only=True)
     approved = serializers.IntegerField(source="num_approved", read_only=True)
+    aliases = aliases_field()
+    booru_tags = serializers.DictField(child=serializers.CharField(max_length=500), required=False,
+                                       help_text="Tag family → the character's tag there, e.g. {\"danbooru\": \"hu_tao\"}")
 
     class Meta:
         model = Character
@@ -24,12 +38,19 @@ class CharacterSerializer(serializers.ModelSerializer):
                   "images", "approved", "created_at"]
         read_only_fields = ["id", "created_at"]
 
+    def to_representation(self, instance):
+        if not hasattr(instance, "num_images"):  # a created or updated row lacks the list's annotations
+            instance.num_images = instance.images.count()
+            instance.num_approved = instance.images.filter(status=Image.Status.APPROVED).count()
+        return super().to_representation(instance)
+
 
 class ImageSerializer(serializers.ModelSerializer):
-    character = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    series = serializers.SlugRelatedField(source="character.series", slug_field="slug", read_only=True)
+    character = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    series = serializers.SerializerMethodField()
     url = serializers.FileField(source="file", read_only=True)
     thumbnail_url = serializers.SerializerMethodField()
+    source_url = serializers.CharField(read_only=True, help_text="Where a crawl found it (empty otherwise)")
     phash = serializers.SerializerMethodField()
 
     class Meta:
@@ -47,6 +68,9 @@ class ImageSerializer(serializers.ModelSerializer):
         url = default_storage.url(obj.thumbnail)
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request and url.startswith("/") else url
+
+    def get_series(self, obj: Image) -> str | None:
+        return obj.character.series.slug if obj.character_id else None  # unlabelled: no series either
 
     def get_phash(self, obj: Image) -> str:
         from ..phash import phash_hex

@@ -1,3 +1,4 @@
+from django import forms
 from django.db.models import Count, Q
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
@@ -47,17 +48,29 @@ class CharacterViewSet(viewsets.ModelViewSet):
     )
 
 
+class IdFilter(filters.NumberFilter):
+    """A whole number a database column can hold: ``?version=-4.8e+60`` or ``1.5`` is a 400, not a 500."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
 class ImageFilter(filters.FilterSet):
     character = filters.CharFilter(field_name="character__slug")
     series = filters.CharFilter(field_name="character__series__slug")
     unlabelled = filters.BooleanFilter(field_name="character", lookup_expr="isnull")
-    min_side = filters.NumberFilter(method="filter_min_side")
+    min_side = IdFilter(method="filter_min_side")
     split = filters.ChoiceFilter(choices=DatasetItem.Split.choices, method="filter_split")
-    version = filters.NumberFilter(method="filter_version", label="dataset version id (with split)")
+    version = IdFilter(method="filter_version", label="dataset version id (with split)")
+    dup_group = IdFilter(field_name="dup_group")
 
     class Meta:
         model = Image
-        fields = ["status", "source_kind", "source_site", "format", "dup_group"]
+        fields = ["status", "source_kind", "source_site", "format"]
 
     def filter_min_side(self, queryset, name, value):
         return queryset.filter(width__gte=value, height__gte=value)
@@ -66,8 +79,8 @@ class ImageFilter(filters.FilterSet):
         return queryset.filter(dataset_items__version_id=value)
 
     def filter_split(self, queryset, name, value):
-        version_id = self.data.get("version") or DatasetVersion.objects.order_by("-created_at", "-id").values_list(
-            "id", flat=True).first()
+        version_id = self.form.cleaned_data.get("version") or DatasetVersion.objects.order_by(
+            "-created_at", "-id").values_list("id", flat=True).first()
         return queryset.filter(dataset_items__version_id=version_id, dataset_items__split=value)
 
 
@@ -131,7 +144,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         services.image_reject(image_ids=[image.pk], reason=form.validated_data["reason"], actor=request.user)
         return self._after(request, image.pk)
 
-    @action(detail=True, methods=["get"], url_path="near-duplicates")
+    @extend_schema(responses=s.ImageSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="near-duplicates", pagination_class=None, filter_backends=[])
     def near_duplicates(self, request, pk=None):
         from ..selectors import near_duplicates_of
 

@@ -22,6 +22,8 @@ from django.conf import settings
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from apps.core.redaction import redact_secrets
+
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
 
@@ -30,6 +32,7 @@ class FetchError(Exception):
     """A request that did not produce a usable body; ``kind`` is the counter it goes to."""
 
     def __init__(self, kind: str, message: str) -> None:
+        message = redact_secrets(message)  # it quotes URLs, and a listing URL may carry the account's key
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -41,6 +44,7 @@ class Cancelled(Exception):
 
 class _Retryable(Exception):
     def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        message = redact_secrets(message)
         super().__init__(message)
         self.kind = kind
         self.message = message

@@ -59,7 +59,8 @@ class EvaluationRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     def compare(self, request, pk=None):
         """Deltas from this run to ``?with=ID``: headline metrics and which characters got better or worse."""
         other_id = request.query_params.get("with", "")
-        other = EvaluationRun.objects.filter(pk=int(other_id)).first() if other_id.isdigit() else None
+        valid = other_id.isascii() and other_id.isdigit() and int(other_id) < 2**63  # "²".isdigit() is True
+        other = EvaluationRun.objects.filter(pk=int(other_id)).first() if valid else None
         if other is None:
             raise ServiceError("unknown_run", "Give the other run's id as ?with=ID.", status_code=404)
         return Response(selectors.evaluation_runs_compare(base=self.get_object(), other=other))

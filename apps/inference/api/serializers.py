@@ -38,7 +38,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 class ModelAliasSerializer(serializers.ModelSerializer):
     version = serializers.CharField(source="version.name")
-    updated_by = serializers.CharField(source="updated_by.username", default=None)
+    updated_by = serializers.CharField(source="updated_by.username", default=None, allow_null=True)
 
     class Meta:
         model = ModelAlias
@@ -46,9 +46,9 @@ class ModelAliasSerializer(serializers.ModelSerializer):
 
 
 class AliasChangeSerializer(serializers.ModelSerializer):
-    from_version = serializers.CharField(source="from_version.name", default=None)
+    from_version = serializers.CharField(source="from_version.name", default=None, allow_null=True)
     to_version = serializers.CharField(source="to_version.name")
-    actor = serializers.CharField(source="actor.username", default=None)
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True)
 
     class Meta:
         model = AliasChange

@@ -6,19 +6,18 @@ import math
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from apps.core.api import ServiceError
 from apps.core.limits import MULTIPART_SLACK_BYTES
-from apps.core.throttling import ModelLoadThrottle
+from apps.core.throttling import AnonThrottle, ModelLoadThrottle, UserThrottle
 
 from .. import services
 from ..models import ModelAlias, ModelVersion
@@ -36,17 +35,14 @@ from .serializers import (
 )
 
 
-class PredictAnonThrottle(AnonRateThrottle):
+class PredictAnonThrottle(AnonThrottle):
     scope = "predict_anon"
 
 
-class PredictUserThrottle(UserRateThrottle):
+class PredictUserThrottle(UserThrottle):
     """Signed-in clients only; anonymous ones are counted once, by PredictAnonThrottle."""
 
     scope = "predict_user"
-
-    def get_cache_key(self, request, view):
-        return super().get_cache_key(request, view) if request.user and request.user.is_authenticated else None
 
 
 def _uploads(request, field: str, limit: int) -> list[Upload]:
@@ -151,11 +147,16 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
     pagination_class = None
+    list_is_one_object = True  # {"aliases": ..., "versions": [...]}, the original service's shape
 
     def get_queryset(self):
         return ModelVersion.objects.select_related("availability").prefetch_related(
             Prefetch("aliases", queryset=ModelAlias.objects.only("name", "version_id")))
 
+    @extend_schema(responses=inline_serializer("ModelList", {
+        "aliases": serializers.DictField(child=serializers.CharField(), help_text="alias → version name"),
+        "versions": ModelVersionSerializer(many=True),
+    }))
     def list(self, request, *args, **kwargs):
         versions = self.get_serializer(self.get_queryset(), many=True).data
         return Response({"aliases": aliases_map(), "versions": versions})

@@ -16,7 +16,7 @@ class TrainingEpochSerializer(serializers.ModelSerializer):
 
 class TrainingJobSerializer(serializers.ModelSerializer):
     dataset_version_name = serializers.CharField(source="dataset_version.name", read_only=True)
-    model_version_name = serializers.CharField(source="model_version.name", read_only=True, default=None)
+    model_version_name = serializers.CharField(source="model_version.name", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = TrainingJob
