@@ -11,10 +11,12 @@ and a booru's URL carries the account in its query (Danbooru ``login`` + ``api_k
   secret key, the S3 secret, the passwords in ``DATABASE_URL`` and ``REDIS_URL``.
 
 ``RedactedTextField`` applies it to every value written to a column (``save()`` and ``update()`` alike),
-so an error field cannot store a secret whichever code path writes it.
+so an error field cannot store a secret whichever code path writes it; ``RedactingFormatter`` applies it
+to every line of the log.
 """
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
@@ -118,3 +120,10 @@ class RedactedTextField(models.TextField):
     def deconstruct(self):
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.TextField", args, kwargs
+
+
+class RedactingFormatter(logging.Formatter):
+    """The log's formatter: a logged URL, request or traceback goes to the log file redacted too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record))

@@ -404,7 +404,9 @@ KYARA_EVAL_AFTER_TRAINING_SPLIT = env_str("KYARA_EVAL_AFTER_TRAINING_SPLIT", "te
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Redacted (apps.core.redaction): a logged URL or traceback keeps no API key or password either.
+    "formatters": {"plain": {"()": "apps.core.redaction.RedactingFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "file": {

@@ -48,3 +48,21 @@ def test_a_job_error_is_stored_redacted_whichever_way_it_is_written():
     job.refresh_from_db()
     assert job.error == f"again: api_key={REDACTED}"
     assert not [e for e in CrawlJob.objects.values_list("error", flat=True) if "SAVEDKEY1" in e or "UPDATEDKEY2" in e]
+
+
+def test_the_log_is_redacted_too():
+    import logging
+
+    from apps.core.redaction import RedactingFormatter
+
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h.formatter, RedactingFormatter)]
+    assert handlers, "the console and file handlers format through RedactingFormatter"
+    try:
+        raise ValueError("fetching https://gelbooru.com/index.php?user_id=7&api_key=LOGGEDKEY failed")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("kyara", logging.ERROR, __file__, 1, "crawl failed: %s", ("api_key=ARGKEY",),
+                                   sys.exc_info())
+    line = handlers[0].formatter.format(record)
+    assert "LOGGEDKEY" not in line and "ARGKEY" not in line and "crawl failed" in line and "ValueError" in line
