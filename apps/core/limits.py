@@ -147,3 +147,49 @@ class RequestBodyLimitMiddleware:
         if declared > limit:
             return too_large_response(RequestBodyTooLarge(limit, declared))
         return None
+
+
+class ASGIBodyLimit:
+    """The same limit for the ASGI entry point (config/asgi.py). Django's ASGI handler reads a whole body
+    before any middleware runs, so the limit must stand in front of it: a declared length over it is a
+    413 at once, and a streamed body (no length, or one that lies) is cut off once it passes the limit,
+    with the same 413, instead of being spooled whole."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = settings.KYARA_MAX_REQUEST_BYTES
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await self._refuse(send, RequestBodyTooLarge(limit, int(declared) if declared.isdigit() else None))
+        state = {"received": 0, "over": False, "started": False}
+
+        async def limited_receive():
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    state["over"] = True  # Django sees the client go away and stops reading
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracked_send)
+        if state["over"] and not state["started"]:
+            await self._refuse(send, RequestBodyTooLarge(limit))
+
+    @staticmethod
+    async def _refuse(send, exc: RequestBodyTooLarge) -> None:
+        response = too_large_response(exc)
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in response.items()]})
+        await send({"type": "http.response.body", "body": response.content})

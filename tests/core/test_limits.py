@@ -196,3 +196,41 @@ def test_a_1_gb_body_gets_a_413_within_a_second_and_costs_the_server_no_memory()
           f"the close); 411 for 1 GB chunked in {chunked['seconds'] * 1000:.1f} ms; worker peak RSS "
           f"{before['VmHWM'] / 1024:.0f} -> {after['VmHWM'] / 1024:.0f} MB (+{growth_mb:.1f} MB)")
     assert growth_mb < 8, (before, after)
+
+
+# --- The ASGI entry point: Django's handler would spool a whole body before any middleware -------------------
+
+def asgi_post(application, *, headers: list, chunks_available: int | None, chunk: int = 64 * 1024) -> dict:
+    import asyncio
+
+    pulled = {"chunks": 0}
+    sent: list[dict] = []
+
+    async def receive():
+        pulled["chunks"] += 1
+        more = chunks_available is None or pulled["chunks"] < chunks_available
+        return {"type": "http.request", "body": b"\0" * chunk, "more_body": more}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/v1/predict", "raw_path": b"/api/v1/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data; boundary=x"), *headers],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    asyncio.run(application(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return {"status": start["status"], "body": json.loads(body), "pulled": pulled["chunks"]}
+
+
+def test_asgi_refuses_a_declared_length_and_cuts_an_endless_stream(settings):
+    from config.asgi import application
+
+    settings.KYARA_MAX_REQUEST_BYTES = 200 * 1024
+    declared = asgi_post(application, headers=[(b"content-length", str(GB).encode())], chunks_available=None)
+    assert declared["status"] == 413 and declared["pulled"] == 0  # not a byte read
+    assert declared["body"]["error"]["code"] == "request_too_large"
+    # No length, and a body that goes on (128 MB): read up to the limit (4 chunks of 64 KiB), then a 413.
+    endless = asgi_post(application, headers=[], chunks_available=2048)
+    assert endless["status"] == 413 and endless["pulled"] == 4 and endless["body"]["error"]["details"]["limit"] == 200 * 1024
