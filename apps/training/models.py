@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.core.models import Job
+from apps.core.redaction import RedactedTextField
 
 
 class TrainingJob(Job):
@@ -54,7 +55,8 @@ class TrainingJob(Job):
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="training_jobs"
     )
-    traceback = models.TextField(blank=True)
+    # The log's last lines: a URL with a key or a database password in them is stored redacted, as error is.
+    traceback = RedactedTextField(blank=True)
     launched_at = models.DateTimeField(null=True, blank=True, help_text="When a worker started its process")
 
     class Meta:
