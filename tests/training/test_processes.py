@@ -52,7 +52,7 @@ def test_cancel_through_the_api_stops_a_running_job_within_seconds(qcluster, fas
 
 def test_a_killed_training_process_is_detected_and_resumes_from_its_last_checkpoint(launcher_env, fast_config):
     version = make_dataset_version("v-kill", train=8, val=3, test=2)
-    config = {**fast_config, "epochs": 40, "patience": 0}
+    config = {**fast_config, "epochs": 40, "patience": 0, "warmup_epochs": 0}
     job = services.training_job_start(dataset_version=version, config=config, queue=False)
     outcome = {}
     launcher = threading.Thread(target=lambda: outcome.update(launch_training_job(job.pk)))

@@ -13,6 +13,7 @@ from apps.ml.artifacts import load_serving_artifact
 from apps.training import services
 from apps.training.models import TrainingJob
 from apps.training.signals import training_job_succeeded
+from apps.training.tasks import launch_training_job
 
 from .conftest import make_dataset_version
 
@@ -88,6 +89,37 @@ def test_train_command_sync_json_runs_a_child_process(launcher_env, fast_config)
     job = TrainingJob.objects.get(pk=data["id"])
     assert data["model_version"] == job.model_version.name and job.attempts == 1
     assert "launching" in open(job.log_path).read()  # the child's log is kept
+    assert (data["weights_used"], data["weights_reason"]) == ("none", "asked for: weights none")
+    assert data["recipe"] == "scratch" and data["test_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_default_weights_find_a_local_imagenet_file_and_fine_tune(launcher_env, settings, monkeypatch, tmp_path):
+    """weights: auto with a file in KYARA_WEIGHTS_DIR (no internet): the job starts from it, with the
+    original's fine-tuning recipe, and says so; without the file it trains from scratch and says why."""
+    import torch
+
+    from apps.ml.architectures import architectures
+
+    version = make_dataset_version("v-weights", train=4, val=2, test=2)
+    config = {"image_size": 32, "epochs": 1, "batch_size": 8, "workers": 0, "threads": 1}
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    settings.KYARA_WEIGHTS_DIR = folder
+    monkeypatch.setenv("KYARA_WEIGHTS_DIR", str(folder))  # the training child process reads it too
+    scratch = services.training_job_start(dataset_version=version, config=config, queue=False)
+    torch.save(architectures.get("mobilenet_v2").build(1000, weights="none").state_dict(), folder / "mobilenet_v2.pth")
+    pretrained = services.training_job_start(dataset_version=version, config=config, queue=False)
+    launch_training_job(pretrained.pk)
+    (folder / "mobilenet_v2.pth").unlink()
+    launch_training_job(scratch.pk)
+    pretrained.refresh_from_db()
+    scratch.refresh_from_db()
+    assert pretrained.status == scratch.status == TrainingJob.Status.SUCCEEDED, pretrained.error + scratch.error
+    assert pretrained.weights_used == "file mobilenet_v2.pth" and pretrained.recipe == "finetune"
+    assert "weights folder" in pretrained.weights_reason and pretrained.summary["refit"] is False
+    assert scratch.weights_used == "none" and scratch.recipe == "scratch"
+    assert "trains from scratch" in scratch.weights_reason and scratch.summary["refit"] is True
 
 
 @pytest.mark.django_db

@@ -19,7 +19,9 @@ def test_start_stores_the_full_config_and_queues_one_launch(dataset_version, fas
     with django_capture_on_commit_callbacks() as callbacks:
         job = services.training_job_start(dataset_version=dataset_version, config={**fast_config, "epochs": 3})
     assert job.status == TrainingJob.Status.QUEUED and len(callbacks) == 1
-    assert job.config["epochs"] == 3 and job.config["weight_decay"] == 1e-4 and job.config["patience"] == 10
+    # What was asked, in full; a recipe value left unset (None) is filled in when the run knows its weights.
+    assert job.config["epochs"] == 3 and job.config["weights"] == "auto" and job.config["recipe"] == "auto"
+    assert job.config["weight_decay"] is None and job.config["patience"] is None and job.config["lr"] == 3e-3
     assert f"/job-{job.pk}-" in job.run_dir and "simple" in job.name
 
 
