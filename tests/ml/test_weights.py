@@ -151,3 +151,25 @@ def test_the_recipe_follows_the_weights_and_the_user_overrides_each_value():
         TrainConfig.from_dict({"recipe": "fast"})
     with pytest.raises(ConfigError, match="ema_decay"):
         TrainConfig.from_dict({"ema_decay": 1.5})
+
+
+def test_fetch_weights_command_downloads_or_copies_and_refuses_a_wrong_file(local_arch, tmp_path):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    arch, hits, data = local_arch
+    out = StringIO()
+    call_command("fetch_weights", "--arch", arch.name, "--dir", str(tmp_path / "w1"), stdout=out)
+    assert (tmp_path / "w1" / arch.imagenet_file).read_bytes() == data and len(hits) == 1
+    assert "weights auto starts from them" in out.getvalue()
+    (tmp_path / "copy.pth").write_bytes(data)
+    call_command("fetch_weights", "--arch", arch.name, "--from", str(tmp_path / "copy.pth"), "--dir",
+                 str(tmp_path / "w2"), stdout=StringIO())
+    assert (tmp_path / "w2" / arch.imagenet_file).is_file() and len(hits) == 1  # copied, not downloaded
+    (tmp_path / "wrong.pth").write_bytes(data + b"!")
+    with pytest.raises(CommandError, match="sha256"):
+        call_command("fetch_weights", "--arch", arch.name, "--from", str(tmp_path / "wrong.pth"), "--dir",
+                     str(tmp_path / "w3"), stdout=StringIO())
+    with pytest.raises(CommandError, match="nope"):
+        call_command("fetch_weights", "--arch", "nope", stdout=StringIO())
