@@ -280,7 +280,11 @@ KYARA_THUMBNAIL_SIZE = env_int("KYARA_THUMBNAIL_SIZE", 160)
 # --- Inference -----------------------------------------------------------------------------------
 KYARA_PREDICT_BATCH_MAX = env_int("KYARA_PREDICT_BATCH_MAX", 10)  # files per /predict_batch
 KYARA_PREDICT_MAX_BYTES = env_int("KYARA_PREDICT_MAX_BYTES", 10 * 1024 * 1024)  # per uploaded file
-KYARA_PREDICT_MAX_PIXELS = env_int("KYARA_PREDICT_MAX_PIXELS", KYARA_MAX_IMAGE_PIXELS)
+# Pixels per picture sent to /predict, checked from the header before a pixel is decoded. Far below ingest's
+# 40 MP: a model looks at ~256 px, and a tiny compressed PNG can declare 40 MP (120 MB decoded, ten per batch,
+# several requests at once). 4096² takes every phone photo (12-16 MP); larger ones are refused with a 400
+# too_many_pixels that names the limit (scale the picture down first).
+KYARA_PREDICT_MAX_PIXELS = env_int("KYARA_PREDICT_MAX_PIXELS", 4096 * 4096)
 KYARA_PREDICT_MIN_SIDE = env_int("KYARA_PREDICT_MIN_SIDE", 8)
 KYARA_PREDICT_TOP_K = env_int("KYARA_PREDICT_TOP_K", 5)
 KYARA_PREDICT_TOP_K_MAX = env_int("KYARA_PREDICT_TOP_K_MAX", 100)
