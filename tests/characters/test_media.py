@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 import zipfile
 from io import StringIO
@@ -139,6 +140,52 @@ def test_check_media_lists_and_repairs(media, tmp_path, character, staff_user):
     assert code == 0 and report["problems"] == [] and report["known_missing"] == 1
     image_ingest(data=datas[2], source_kind="import", character=character)
     assert stored(media, cut).read_bytes() == datas[2]
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_check_media_lists_and_removes_stray_files_past_the_grace(media, character):
+    kept = image_ingest(data=make_image_bytes(20), source_kind="import", character=character).image
+    # What killed ingests leave: a whole file under its final name whose row was never committed (and its
+    # thumbnail), and a temporary file whose write never reached the rename.
+    data = make_image_bytes(21)
+    sha = hashlib.sha256(data).hexdigest()
+    folder = media / "images" / sha[:2] / sha[2:4]
+    folder.mkdir(parents=True)
+    orphan = folder / f"{sha}.png"
+    orphan.write_bytes(data)
+    _aged(orphan, 7200)
+    thumb = media / "thumbs" / sha[:2] / sha[2:4] / f"{sha}.webp"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"RIFF....WEBP")
+    _aged(thumb, 7200)
+    partial = folder / f".{sha}.png.k2j_x9.part"
+    partial.write_bytes(data[:50])
+    _aged(partial, 7200)
+    young_sha = hashlib.sha256(b"young").hexdigest()
+    young = media / "images" / young_sha[:2] / young_sha[2:4] / f"{young_sha}.png"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"an ingest still running wrote this a moment before its row")
+    (folder / "notes.txt").write_bytes(b"not a media name: never touched")
+
+    code, report = run_check()
+    relative = {str(p.relative_to(media)): kind for p, kind in ((orphan, "orphan"), (thumb, "orphan"),
+                                                               (partial, "temporary"))}
+    assert code == 1 and report["problems"] == []
+    assert {s["path"]: s["kind"] for s in report["strays"]} == relative
+    assert not any(s["removed"] for s in report["strays"])
+
+    code, report = run_check("--repair")
+    assert code == 0 and all(s["removed"] for s in report["strays"]) and len(report["strays"]) == 3
+    assert not orphan.exists() and not thumb.exists() and not partial.exists()
+    assert young.exists() and (folder / "notes.txt").exists()
+    assert stored(media, kept).exists() and (media / kept.thumbnail).exists()  # files rows name stay
+    code, report = run_check("--grace", "0")  # the young file is a stray once no grace is given
+    assert code == 1 and [s["path"] for s in report["strays"]] == [str(young.relative_to(media))]
 
 
 def test_zip_import_refuses_a_huge_member_without_reading_it(media, settings, tmp_path):

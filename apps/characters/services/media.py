@@ -6,11 +6,18 @@ an original is restored from any folder or zip in ``sources`` that holds the sam
 that cannot be restored is rejected with the reason ``file_missing`` (audited like any curation, so a
 freeze leaves it out) and a damaged file is deleted, never served or trained on as if whole. Ingesting
 the same bytes again later restores the file (``image_ingest``), and a curator can approve it again.
+
+It also lists stray files older than ``grace``: a content-addressed name no row names (an ingest killed
+between writing its file and committing its row) and a temporary ``.<name>.*.part`` (a write killed before
+its rename); ``repair`` deletes them. The grace (an hour by default) leaves alone the files of ingests still
+running, which write the file a moment before the row.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import re
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +34,11 @@ from .ingest import _store, _write_atomically, media_path, stored_matches
 
 MISSING, WRONG_SIZE, WRONG_HASH = "missing", "wrong_size", "wrong_hash"
 THUMB_MISSING, THUMB_BROKEN = "thumbnail_missing", "thumbnail_broken"
+ORPHAN, TEMPORARY = "orphan", "temporary"
+MEDIA_PREFIXES = ("images", "thumbs")
+STRAY_GRACE_SECONDS = 3600.0
+_FINAL_NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.[a-z0-9]+$")
+_TEMPORARY_NAME = re.compile(r"^\.[0-9a-f]{64}\.[a-z0-9]+\..*\.part$")  # _write_atomically's mkstemp name
 
 
 @dataclass
@@ -41,18 +53,31 @@ class MediaProblem:
 
 
 @dataclass
+class StrayFile:
+    path: str
+    kind: str  # orphan (a final name no row names) or temporary (a write that never reached its rename)
+    age_seconds: float
+    removed: bool = False
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "age_seconds": round(self.age_seconds), "removed": self.removed}
+
+
+@dataclass
 class MediaReport:
     checked: int = 0
     problems: list[MediaProblem] = field(default_factory=list)
     known_missing: int = 0  # rows already rejected as file_missing whose file is still gone: no new problem
+    strays: list[StrayFile] = field(default_factory=list)
 
     @property
-    def unresolved(self) -> list[MediaProblem]:
-        return [p for p in self.problems if not p.repaired]
+    def unresolved(self) -> list[MediaProblem | StrayFile]:
+        return [p for p in self.problems if not p.repaired] + [s for s in self.strays if not s.removed]
 
     def as_dict(self) -> dict:
         return {"checked": self.checked, "problems": [p.as_dict() for p in self.problems],
-                "unresolved": len(self.unresolved), "known_missing": self.known_missing}
+                "strays": [s.as_dict() for s in self.strays], "unresolved": len(self.unresolved),
+                "known_missing": self.known_missing}
 
 
 def _original_problem(image: Image, *, quick: bool) -> str:
@@ -125,9 +150,59 @@ def _make_thumbnail(image: Image) -> bool:
     return True
 
 
+def _walk(folder: str) -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) for ``folder`` and every folder below it, through the storage API (disk or S3)."""
+    try:
+        folders, files = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    yield folder, files
+    for name in folders:
+        yield from _walk(f"{folder}/{name}")
+
+
+def _age(path: str, now: float) -> float:
+    try:
+        return now - default_storage.get_modified_time(path).timestamp()
+    except (FileNotFoundError, OSError):
+        return -1.0  # gone meanwhile: not a stray
+
+
+def _named_by_rows(shas: set[str]) -> set[str]:
+    named: set[str] = set()
+    for file, thumbnail in Image.objects.filter(sha256__in=shas).values_list("file", "thumbnail"):
+        named.update((file, thumbnail))
+    return named
+
+
+def _strays(grace: float) -> Iterator[StrayFile]:
+    """Files under the media prefixes, older than ``grace`` seconds, that no row names or that are temporary."""
+    now = time.time()
+    for prefix in MEDIA_PREFIXES:
+        for folder, files in _walk(prefix):
+            finals = {f"{folder}/{name}": match["sha"] for name in files if (match := _FINAL_NAME.match(name))}
+            named = _named_by_rows(set(finals.values())) if finals else set()
+            for name in files:
+                path = f"{folder}/{name}"
+                kind = TEMPORARY if _TEMPORARY_NAME.match(name) else ORPHAN if path in finals and path not in named else ""
+                if kind and (age := _age(path, now)) >= grace:
+                    yield StrayFile(path, kind, age)
+
+
+def _remove_stray(stray: StrayFile, grace: float) -> bool:
+    # Looked at again just before the delete: an ingest of the same bytes may have adopted the file meanwhile.
+    if _age(stray.path, time.time()) < grace:
+        return False
+    if stray.kind == ORPHAN and stray.path in _named_by_rows({_FINAL_NAME.match(stray.path.rsplit("/", 1)[1])["sha"]}):
+        return False
+    default_storage.delete(stray.path)
+    return True
+
+
 def media_check(*, repair: bool = False, sources: list[str | Path] | None = None, quick: bool = False,
-                actor=None) -> MediaReport:
-    """Check every image row's files (see the module); ``quick`` compares sizes only, not hashes."""
+                actor=None, grace: float = STRAY_GRACE_SECONDS) -> MediaReport:
+    """Check every image row's files and look for stray files older than ``grace`` seconds (see the module);
+    ``quick`` compares sizes only, not hashes."""
     report = MediaReport()
     broken: dict[str, tuple[Image, MediaProblem]] = {}
     thumbnails: list[tuple[Image, MediaProblem]] = []
@@ -146,8 +221,11 @@ def media_check(*, repair: bool = False, sources: list[str | Path] | None = None
             entry = MediaProblem(image.pk, image.thumbnail, thumb_problem)
             report.problems.append(entry)
             thumbnails.append((image, entry))
+    report.strays = list(_strays(grace))
     if not repair:
         return report
+    for stray in report.strays:
+        stray.removed = _remove_stray(stray, grace)
     if sources and broken:
         _restore(broken, [Path(s) for s in sources])
     lost = [(image, problem) for image, problem in broken.values() if not problem.repaired]
