@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from django.apps import apps
@@ -73,7 +74,13 @@ def process_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A zombie answers signal 0 but is dead: a killed worker whose parent died too waits for an init to reap it,
+    # and in a container the first process often never does.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): signal 0 is all there is
+    return state not in ("Z", "X")
 
 
 # --- Taking a job ---------------------------------------------------------------------------------

@@ -3,12 +3,14 @@ the watcher's heartbeat, the one scheduled sweep, and no writes on GET."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -32,6 +34,7 @@ from apps.core.jobs import (
     job_launch,
     job_requeue,
     jobs_mark_lost,
+    process_alive,
 )
 from apps.crawling.models import CrawlJob
 from tests.conftest import running_qcluster, wait_for
@@ -233,6 +236,23 @@ def test_the_sweep_marks_only_dead_jobs(settings):
     silent.refresh_from_db()
     assert silent.stop_reason == "worker_lost" and "retry the job" in silent.error and silent.finished_at
     assert jobs_mark_lost() == {}  # nothing twice
+
+
+@pytest.mark.django_db
+def test_a_zombie_is_dead_to_the_sweep(settings):
+    """A killed worker whose parent died too stays a zombie until an init reaps it (in a container, maybe never):
+    signal 0 still reaches it, yet it will never beat again."""
+    settings.KYARA_JOB_LOST_AFTER = 600
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie once it exits
+    try:
+        wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                 timeout=30, message="the child to exit")
+        assert not process_alive(child.pid)
+        zombie = _running(_crawl_job(), beat_age=timedelta(seconds=1), pid=child.pid, hostname=socket.gethostname())
+        assert jobs_mark_lost() == {"crawling.CrawlJob": [zombie.pk]}
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())
 
 
 @pytest.mark.django_db
