@@ -2,9 +2,13 @@
 
 Each entry is a factory ``(num_classes, weights) -> nn.Module`` plus what serving needs to know: its
 input size and normalization, which travel with every saved model.
+
+The registry is read at Django start-up (training's settings, forms and plugin discovery); torch is
+imported only when a model is built or weights are read, so a process that never does pays nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -12,11 +16,12 @@ import shutil
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from apps.core.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +68,8 @@ def register_architecture(name: str, **info):
 
 def _load_local_weights(model: nn.Module, path: Path, *, skip_prefixes: tuple[str, ...]) -> None:
     """Load a state dict (or a checkpoint holding one) from a local file, leaving the new head alone."""
+    import torch
+
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist.")
     try:
@@ -92,6 +99,7 @@ def mobilenet_v2(*, num_classes: int, weights: str | None = None) -> nn.Module:
     ``weights``: ``none``; ``imagenet`` (torchvision's weights API, downloads where there is internet);
     or a path to a local file (a torchvision state dict or a Kyara checkpoint).
     """
+    from torch import nn
     from torchvision.models import MobileNet_V2_Weights
     from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
@@ -113,28 +121,36 @@ def mobilenet_v2(*, num_classes: int, weights: str | None = None) -> nn.Module:
     return model
 
 
-class SimpleCNN(nn.Module):
-    """A small CNN: four conv blocks and a linear head. Fast to train, a baseline."""
+@functools.cache
+def simple_cnn_class():
+    """``SimpleCNN``, defined on first use (it subclasses torch's ``nn.Module``)."""
+    import torch
+    from torch import nn
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
-        super().__init__()
-        layers = []
-        channels = 3
-        for out in (width, width * 2, width * 4, width * 8):
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            channels = out
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(channels, num_classes))
+    class SimpleCNN(nn.Module):
+        """A small CNN: four conv blocks and a linear head. Fast to train, a baseline."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        def __init__(self, num_classes: int, width: int = 32) -> None:
+            super().__init__()
+            layers = []
+            channels = 3
+            for out in (width, width * 2, width * 4, width * 8):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                           nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                channels = out
+            self.features = nn.Sequential(*layers)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(channels, num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+    return SimpleCNN
 
 
 @register_architecture("simple", input_size=128, weight_choices=("none", "<path>"))
 def simple(*, num_classes: int, weights: str | None = None) -> nn.Module:
-    model = SimpleCNN(num_classes)
+    model = simple_cnn_class()(num_classes)
     weights = (weights or "none").strip()
     if weights.lower() == "imagenet":
         raise WeightsError("The simple architecture has no ImageNet weights; use --weights none or a local file.")
@@ -153,6 +169,8 @@ class WeightsChoice:
 
 
 def torchvision_cache_dir() -> Path:
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 

@@ -1,11 +1,17 @@
-"""Where training runs and in which precision. No Django here."""
+"""Where training runs and in which precision. No Django here.
+
+torch is imported inside the functions: the choices above are read by settings forms and the training
+config at Django start-up, which must not pay for torch.
+"""
 from __future__ import annotations
 
 import logging
 import os
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +25,8 @@ class DeviceError(RuntimeError):
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; an explicit name that is not available is an error."""
+    import torch
+
     name = (name or "auto").lower()
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -42,6 +50,8 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 
@@ -72,6 +82,8 @@ def resolve_precision(precision: str, device: torch.device, image_size: int) -> 
     because measured on such a CPU bf16 won 1.46x at 224 px and lost (0.73-0.90x) at 128-160 px, where
     the step is bound by memory traffic rather than arithmetic. fp32 on MPS.
     """
+    import torch
+
     precision = (precision or "auto").lower()
     if precision == "fp32":
         return None
@@ -88,6 +100,8 @@ def resolve_precision(precision: str, device: torch.device, image_size: int) -> 
 
 def set_threads(threads: int | None) -> int:
     """Intra-op threads for this process (None or 0: leave torch's default)."""
+    import torch
+
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
