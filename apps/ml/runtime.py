@@ -5,40 +5,41 @@ What makes it fast on a small CPU (numbers in docs/research performance.md and b
 - the eval geometry of ``apps.ml.images.decode_eval_crop`` (JPEG ``draft``, short side to S, integer
   center crop): the very function training's cache is built with, so serving sees what validation saw;
   normalisation in numpy (single-threaded: small torch ops stall on a busy box);
-- one batched forward for a batch request, under ``torch.inference_mode`` with channels-last memory;
-- ONNX Runtime (fp32, numerically equal to eager PyTorch to ~1e-6) when it measurably wins, which
-  ``backend="auto"`` decides by timing both on this machine when the model loads. The exported graph is
-  cached on disk by the artifact's sha256, so a second process or restart skips the export.
+- one batched forward for a batch request, at the batch's size, on ``batch_threads`` threads; optionally
+  concurrent single requests gathered into one forward (``MicroBatcher``);
+- the runtime this machine runs fastest among those that keep the model's answers (``apps.ml.backends``
+  lists them; ``apps.ml.runtime_choice`` measures and guards them on real images). A ``Predictor`` is told
+  which one to use; ``backend="auto"`` (no measurement at hand) is ONNX Runtime fp32 where it loads, else
+  eager PyTorch: both fp32, the same function.
 
 The eval transform is the classic one: short side to ``round(input_size * 256 / 224)``, center crop
 ``input_size``, normalisation from the artifact.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
-import os
+import queue
+import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import nn
 
+from . import backends
 from .artifacts import ArtifactError, load_serving_artifact
+from .backends import CANDIDATES, OnnxBackend, TorchBackend, Unavailable, export_onnx  # noqa: F401 - re-exported
+from .digests import file_sha256, weights_digest
 from .images import ImageRejected, decode_eval_crop
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "torch")
-# Agreement demanded of a faster backend with eager PyTorch before it is used (probabilities).
-AGREEMENT_TOLERANCE = 1e-4
+BACKENDS = ("auto", *CANDIDATES)
 
 
 # The predictor's refusals are the shared decoder's; the old name stays for callers.
@@ -70,63 +71,67 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-# --- Backends: float32 NCHW numpy batch → logits ----------------------------------------------------
+class MicroBatcher:
+    """Concurrent single-image forwards gathered into one batch forward, as Triton's dynamic batching does,
+    in this process. One thread runs the forwards: it takes the first waiting request, then whatever else
+    arrives within ``window_s`` (0: only what is already waiting, so a lone request never waits), up to
+    ``max_batch``, and runs them as one forward. Off unless a setting turns it on (see bench/api.py)."""
 
-class TorchBackend:
-    name = "torch"
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model.eval().to(memory_format=torch.channels_last)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return self.model(x).float().numpy()
-
-
-def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
-    """Export with a dynamic batch axis. The TorchScript exporter takes ~1 s where the dynamo one takes
-    ~20 s for MobileNetV2, so it goes first; the dynamo exporter is the fallback."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    example = (torch.zeros(1, 3, input_size, input_size),)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"], dynamic_axes=axes)
-        except Exception as exc:  # noqa: BLE001 - the legacy exporter may be gone in a later torch
-            logger.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
-            program = torch.onnx.export(model, example, dynamo=True, opset_version=18,
-                                        input_names=["input"], output_names=["logits"], dynamic_axes=axes)
-            program.save(str(tmp))
-    tmp.replace(path)  # atomic: a concurrent process never loads half a graph
-    return path
-
-
-class OnnxBackend:
-    name = "onnxruntime"
-
-    def __init__(self, onnx_path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        if threads > 1:  # no busy-waiting workers: on a small shared box they steal the cores they wait for
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+    def __init__(self, single, batch, *, window_s: float = 0.0, max_batch: int = 8) -> None:
+        self.single, self.batch = single, batch
+        self.window_s, self.max_batch = max(0.0, window_s), max(2, max_batch)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # forwards run, and images in them: a test and the bench read them
+        self.images = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        # InferenceSession.run is thread-safe: concurrent requests share one session.
-        return self.session.run(None, {self.input_name: batch})[0]
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="kyara-microbatch", daemon=True)
+                    self._thread.start()
+        slot = {"input": batch, "done": threading.Event()}
+        self._queue.put(slot)
+        slot["done"].wait()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["output"]
+
+    def _gather(self, first: dict) -> list[dict]:
+        slots, count = [first], len(first["input"])
+        deadline = time.perf_counter() + self.window_s
+        while count < self.max_batch:
+            try:
+                remaining = deadline - time.perf_counter()
+                slot = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            slots.append(slot)
+            count += len(slot["input"])
+        return slots
+
+    def _run(self) -> None:
+        while True:
+            slots = self._gather(self._queue.get())
+            try:
+                inputs = np.concatenate([slot["input"] for slot in slots]) if len(slots) > 1 else slots[0]["input"]
+                logits = (self.batch if len(inputs) > 1 else self.single)(inputs)
+                self.batches += 1
+                self.images += len(inputs)
+                offset = 0
+                for slot in slots:
+                    slot["output"] = logits[offset:offset + len(slot["input"])]
+                    offset += len(slot["input"])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never kills the thread
+                for slot in slots:
+                    slot["error"] = exc
+            for slot in slots:
+                slot["done"].set()
 
 
-def _median_ms(fn, batch: np.ndarray, rounds: int) -> float:
+def median_ms(fn, batch: np.ndarray, rounds: int) -> float:
     fn(batch)  # warm-up (allocations, kernel choice)
     times = []
     for _ in range(rounds):
@@ -155,7 +160,13 @@ class ManyPredictions:
 
 @dataclass
 class Predictor:
-    """A loaded model with its labels and eval transform; thread-safe (no per-call state)."""
+    """A loaded model with its labels and eval transform; thread-safe (no per-call state).
+
+    ``backend`` names the runtime (``apps.ml.backends.CANDIDATES``) or ``auto``; graphs it needs are
+    exported to ``onnx_path`` (stamped with the weights' digest, so a cached graph of other weights is
+    replaced) or read from ``int8_path`` (made by ``apps.ml.runtime_choice``). An explicitly named runtime
+    that cannot run here raises (``Unavailable`` says why); ``auto`` falls back to eager PyTorch.
+    """
 
     model: nn.Module
     labels: list[str]
@@ -164,77 +175,69 @@ class Predictor:
     backend: str = "auto"
     threads: int = 1
     batch_threads: int = 1  # a batch request: decode in parallel, forward with this many threads
-    onnx_path: Path | None = None  # where the exported graph is (or will be) cached
+    onnx_path: Path | None = None  # where the exported fp32 graph is (or will be) cached
+    int8_path: Path | None = None  # the quantised graph, for the int8 runtimes
+    cache_dir: Path | None = None  # OpenVINO's compiled-graph cache
     max_pixels: int = 40_000_000
     min_side: int = 8
-    info: dict = field(default_factory=dict)  # chosen backend, timings that chose it, load time
+    microbatch: bool = False  # gather concurrent single-image forwards into one (MicroBatcher)
+    microbatch_window_ms: float = 0.0
+    microbatch_max: int = 8
+    info: dict = field(default_factory=dict)  # the runtime, how it was chosen, load time
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
         self.normalize = Normalizer(self.normalization)
         self.eager = TorchBackend(self.model)
-        self.forward = self._choose_backend()
-        self.forward_batch = self.forward
-        if self.forward.name == "onnxruntime" and self.batch_threads > self.threads:
-            self.forward_batch = OnnxBackend(self._onnx_file, threads=self.batch_threads)
+        self._stamp: str | None = None
+        self.forward, self.forward_batch = self._build(self.backend)
+        self.info["backend"] = self.forward.name
+        self._single = self.forward
+        if self.microbatch:
+            self._single = MicroBatcher(self.forward, self.forward_batch, window_s=self.microbatch_window_ms / 1000,
+                                        max_batch=self.microbatch_max)
+            self.info["microbatch"] = {"window_ms": self.microbatch_window_ms, "max": self.microbatch_max}
         self._pool = None
 
-    def _choose_backend(self):
-        if self.backend == "torch":
-            self.info["backend"] = "torch"
+    @property
+    def weights_stamp(self) -> str:
+        """The digest of the model's weights: what an exported graph must carry to be used for them."""
+        if self._stamp is None:
+            self._stamp = weights_digest(self.model.state_dict())
+        return self._stamp
+
+    def fp32_graph(self) -> Path:
+        """The exported fp32 ONNX graph of these weights (exported now unless the cached one is theirs)."""
+        if self.onnx_path is None:
+            self.onnx_path = Path(tempfile.mkdtemp(prefix="kyara-onnx-")) / "model.onnx"
+        return backends.ensure_onnx(self.model, self.input_size, self.onnx_path, stamp=self.weights_stamp)
+
+    def build_backend(self, name: str, *, threads: int, streams: int = 1):
+        """One runtime for this model (``Unavailable`` when this machine cannot run it)."""
+        if name == "torch":
             return self.eager
-        try:
-            onnx = self._onnx_backend()
+        graph = self.fp32_graph() if name in ("onnxruntime", "openvino-fp32", "openvino-bf16") else None
+        return backends.build(name, model=self.model, onnx_path=graph, int8_path=self.int8_path, threads=threads,
+                              streams=streams, cache_dir=self.cache_dir)
+
+    def _build(self, name: str):
+        """(single-image backend, batch backend): the same runtime, the batch one on ``batch_threads``."""
+        if name == "auto":
             try:
-                self._check_agreement(onnx)
-            except RuntimeError:
-                if self._exported_now:
-                    raise
-                # A cached graph from another model (a reused path): export this one and check again.
-                export_onnx(self.model, self.input_size, self._onnx_file)
-                onnx = OnnxBackend(self._onnx_file, threads=self.threads)
-                self._check_agreement(onnx)
-        except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks, a mismatch: eager still works
-            if self.backend == "onnxruntime":
-                raise
-            logger.warning("ONNX Runtime unavailable for this model (%s); serving with eager PyTorch", exc)
-            self.info.update(backend="torch", onnx_error=str(exc))
-            return self.eager
-        if self.backend == "onnxruntime":
-            self.info["backend"] = "onnxruntime"
-            return onnx
-        # auto: time both on this machine, batch 1, and keep the faster one.
-        probe = np.random.default_rng(0).standard_normal((1, 3, self.input_size, self.input_size), dtype=np.float32)
-        torch_ms = min(_median_ms(self.eager, probe, 3), _median_ms(self.eager, probe, 3))
-        onnx_ms = min(_median_ms(onnx, probe, 3), _median_ms(onnx, probe, 3))
-        chosen = onnx if onnx_ms < torch_ms else self.eager
-        self.info.update(backend=chosen.name, choice_ms={"torch": round(torch_ms, 3), "onnxruntime": round(onnx_ms, 3)})
-        return chosen
-
-    def _onnx_backend(self) -> OnnxBackend:
-        path = self.onnx_path
-        if path is None:
-            import tempfile
-
-            path = Path(tempfile.mkdtemp(prefix="kyara-onnx-")) / "model.onnx"
-        self._onnx_file = path
-        self._exported_now = not Path(path).is_file()
-        if self._exported_now:
-            export_onnx(self.model, self.input_size, path)
-        try:
-            return OnnxBackend(path, threads=self.threads)
-        except Exception:  # noqa: BLE001 - a stale or damaged cached graph: export again once
-            export_onnx(self.model, self.input_size, path)
-            return OnnxBackend(path, threads=self.threads)
-
-    def _check_agreement(self, onnx: OnnxBackend) -> None:
-        probe = np.random.default_rng(1).standard_normal((2, 3, self.input_size, self.input_size), dtype=np.float32)
-        expected, got = softmax(self.eager(probe)), softmax(onnx(probe))
-        diff = float(np.abs(expected - got).max())
-        if diff > AGREEMENT_TOLERANCE or not np.array_equal(expected.argmax(1), got.argmax(1)):
-            raise RuntimeError(f"ONNX Runtime disagrees with eager PyTorch (max probability difference {diff:.2e})")
-        self.info["onnx_max_prob_diff"] = diff
+                return self._build("onnxruntime")
+            except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks: eager still works
+                logger.warning("ONNX Runtime unavailable for this model (%s); serving with eager PyTorch", exc)
+                self.info["onnx_error"] = str(exc)
+                return self.eager, self.eager
+        # Single requests: 1 thread each (concurrent requests use the other cores); OpenVINO needs as many
+        # streams as requests may run at once, ONNX Runtime and PyTorch run on the caller's thread.
+        single = self.build_backend(name, threads=self.threads,
+                                    streams=max(1, backends.cpu_count() // max(1, self.threads)))
+        batch = single
+        if self.batch_threads != self.threads and name not in ("torch", "cuda-fp16"):
+            batch = self.build_backend(name, threads=self.batch_threads, streams=1)
+        return single, batch
 
     @property
     def backend_name(self) -> str:
@@ -264,8 +267,13 @@ class Predictor:
     def preprocess(self, images: list[bytes]) -> np.ndarray:
         return self.normalize(self.decode_batch(images))
 
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """One forward at the batch's size: the batch runtime for several images, the single one (or the
+        micro-batcher, when on) for one."""
+        return (self.forward_batch if len(batch) > 1 else self._single)(batch)
+
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax((self.forward_batch if len(batch) > 1 else self.forward)(batch))
+        return softmax(self.logits(batch))
 
     def predict(self, images: list[bytes]) -> np.ndarray:
         """Decode every image, then one batched forward; rows of class probabilities."""
@@ -299,26 +307,17 @@ class Predictor:
         order = np.argsort(-probabilities, kind="stable")[:k]
         return [(self.labels[i], float(probabilities[i])) for i in order]
 
-    def warm_up(self) -> None:
-        """Run the first batches now, not on the first request after a promotion."""
-        self.forward(np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32))
-        self.forward_batch(np.zeros((2, 3, self.input_size, self.input_size), dtype=np.float32))
+    def warm_up(self, sizes: Iterable[int] = ()) -> None:
+        """Run the first batches now (OpenVINO compiles a graph per batch size), not on the first request
+        after a promotion."""
+        for size in sorted({1, 2, *sizes}):
+            (self.forward if size == 1 else self.forward_batch)(
+                np.zeros((size, 3, self.input_size, self.input_size), dtype=np.float32))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_predictor(
-    path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1, batch_threads: int = 1,
-    onnx_cache_dir: Path | None = None, max_pixels: int = 40_000_000, min_side: int = 8,
-) -> Predictor:
-    """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be."""
-    started = time.perf_counter()
+def load_model(path: Path, *, expected_sha256: str | None = None):
+    """``(model, meta, sha256)`` of a serving artifact whose bytes are what the registry expects;
+    ``ArtifactError`` says why not."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"The artifact file {path} is missing.")
@@ -329,12 +328,27 @@ def load_predictor(
             f"{expected_sha256[:12]}…. Re-register or restore the file."
         )
     model, meta = load_serving_artifact(path)
-    onnx_path = Path(onnx_cache_dir) / f"{sha}.onnx" if onnx_cache_dir else None
+    return model, meta, sha
+
+
+def load_predictor(
+    path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1, batch_threads: int = 1,
+    onnx_cache_dir: Path | None = None, int8_path: Path | None = None, max_pixels: int = 40_000_000,
+    min_side: int = 8, microbatch: bool = False, microbatch_window_ms: float = 0.0, microbatch_max: int = 8,
+    warm_sizes: Iterable[int] = (), warm: bool = True,
+) -> Predictor:
+    """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be."""
+    started = time.perf_counter()
+    model, meta, sha = load_model(path, expected_sha256=expected_sha256)
+    cache = Path(onnx_cache_dir) if onnx_cache_dir else None
     predictor = Predictor(model=model, labels=meta.labels, input_size=meta.input_size,
-                          normalization=meta.normalization, backend=backend, threads=threads, batch_threads=batch_threads,
-                          onnx_path=onnx_path,
-                          max_pixels=max_pixels, min_side=min_side)
-    predictor.warm_up()
+                          normalization=meta.normalization, backend=backend, threads=threads,
+                          batch_threads=batch_threads, onnx_path=cache / f"{sha}.onnx" if cache else None,
+                          int8_path=int8_path, cache_dir=cache / "openvino" if cache else None,
+                          max_pixels=max_pixels, min_side=min_side, microbatch=microbatch,
+                          microbatch_window_ms=microbatch_window_ms, microbatch_max=microbatch_max)
+    if warm:
+        predictor.warm_up(warm_sizes)
     predictor.info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
     predictor.info["sha256"] = sha
     return predictor

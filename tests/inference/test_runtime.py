@@ -1,5 +1,5 @@
 """The fast predictor (apps/ml/runtime.py): input validation, the eval transform, and agreement of the
-fast path with plain eager PyTorch (same top-1, probabilities within 1e-3)."""
+fp32 fast paths with plain eager PyTorch (same top-1, probabilities within 1e-3)."""
 from __future__ import annotations
 
 import io
@@ -118,11 +118,25 @@ def test_one_batched_forward_equals_single_forwards(batch_threads, trained_artif
     assert caught.value.index == 2 and caught.value.reason == "not_an_image"
 
 
-def test_auto_backend_records_the_timings_that_chose_it(trained_artifacts, tmp_path):
+def test_auto_backend_is_fp32_without_timing_anything(trained_artifacts, tmp_path):
+    """Without a recorded choice ``auto`` is ONNX Runtime fp32: the model's own answers, nothing timed."""
     predictor = load_predictor(trained_artifacts.v1, backend="auto", onnx_cache_dir=tmp_path)
-    assert predictor.backend_name in {"onnxruntime", "torch"}
-    assert set(predictor.info["choice_ms"]) == {"torch", "onnxruntime"}
-    assert predictor.info["onnx_max_prob_diff"] < 1e-4
+    assert predictor.backend_name == "onnxruntime" and "choice_ms" not in predictor.info
+    images = [class_image_bytes(label, 30) for label in LABELS]
+    batch = predictor.preprocess(images)
+    assert np.abs(predictor.probabilities(batch) - _eager_probabilities(predictor.model, batch)).max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["openvino-fp32", "onnxruntime", "torch"])
+def test_every_fp32_runtime_serves_the_same_answers(backend, trained_artifacts, tmp_path):
+    pytest.importorskip("openvino") if backend.startswith("openvino") else None
+    predictor = load_predictor(trained_artifacts.v1, backend=backend, onnx_cache_dir=tmp_path, batch_threads=2)
+    images = [class_image_bytes(label, 70 + i) for i in range(4) for label in LABELS]
+    batch = predictor.preprocess(images)
+    eager = _eager_probabilities(predictor.model, batch)
+    for rows in (batch[:1], batch[:2], batch[:5], batch):  # a graph per batch size where the runtime has them
+        assert np.abs(predictor.probabilities(rows) - eager[:len(rows)]).max() < 1e-4
+    assert predictor.backend_name == backend
 
 
 def test_exported_graph_is_cached_by_artifact_sha(trained_artifacts, tmp_path):
@@ -148,13 +162,18 @@ def test_sha_mismatch_and_missing_file_are_artifact_errors(trained_artifacts, tm
 
 
 def test_a_stale_cached_graph_is_replaced_not_served(trained_artifacts, tmp_path):
-    """The agreement check with eager PyTorch catches a graph that belongs to another model."""
+    """An exported graph carries the digest of the weights it came from: a cached file made from other
+    weights (a reused path) is exported again, never served."""
+    from apps.ml.backends import onnx_stamp
+
     stale = tmp_path / "model.onnx"
     other = architectures.get("simple").build(len(LABELS), weights="none").eval()
-    Predictor(model=other, labels=LABELS, input_size=128, normalization=architectures.get("simple").normalization,
-              backend="onnxruntime", onnx_path=stale)
-    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime")
+    first = Predictor(model=other, labels=LABELS, input_size=128, normalization=architectures.get("simple").normalization,
+                      backend="onnxruntime", onnx_path=stale)
+    other_stamp = onnx_stamp(stale)
+    assert other_stamp == first.weights_stamp
+    predictor = load_predictor(trained_artifacts.v1, backend="torch")
     reused = Predictor(model=predictor.model, labels=LABELS, input_size=128, normalization=predictor.normalization,
                        backend="onnxruntime", onnx_path=stale)
-    assert reused.info["onnx_max_prob_diff"] < 1e-4
+    assert onnx_stamp(stale) == reused.weights_stamp != other_stamp
     assert LABELS[int(reused.predict([class_image_bytes(LABELS[2], 5)]).argmax())] == LABELS[2]
