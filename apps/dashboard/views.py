@@ -22,6 +22,7 @@ from apps.evaluation import services as evaluation
 from apps.evaluation.models import EvaluationRun
 from apps.inference import services as inference
 from apps.inference.models import AliasChange, ModelAlias, ModelVersion
+from apps.inference.predictors import machine_key
 from apps.inference.selectors import metrics_summary
 from apps.training import services as training
 from apps.training.models import TrainingJob
@@ -190,8 +191,11 @@ training_resume = job_action(training.training_job_resume, TrainingJob, "trainin
 def model_list(request, set_form: AliasSetForm | None = None):
     versions = list(ModelVersion.objects.select_related("availability", "dataset_version")
                     .prefetch_related("aliases").order_by("-created_at", "-id")[:LIST_LIMIT])
+    here = machine_key()[0]
     for version in versions:
         version.summary = metrics_summary(version.metrics)
+        version.runtime_here = (version.runtime_choices or {}).get(here)  # the choice this server loads
+        version.runtime_elsewhere = [record for key, record in (version.runtime_choices or {}).items() if key != here]
     aliases = list(ModelAlias.objects.select_related("version", "updated_by").order_by("name"))
     history = list(AliasChange.objects.select_related("from_version", "to_version", "actor")[:100])
     if set_form is None and request.user.is_staff:

@@ -29,6 +29,11 @@ class ModelVersion(TimeStampedModel):
     # Open-set answer: below this top-1 probability the prediction says "unknown" (evaluation suggests one).
     confidence_threshold = models.FloatField(null=True, blank=True)
     notes = models.TextField(blank=True)
+    # Which runtime serves this version on each kind of machine, and the evidence: machine fingerprint key →
+    # {"chosen", "why", "machine", "measured_at", "candidates": [{name, status, reason, ms_b1, ms_b10,
+    # agreement, accuracy_delta_points...}], ...} (apps.ml.runtime_choice). Measured once per kind of machine
+    # (at registration, by a worker, or at the first load there); every process then loads the chosen one.
+    runtime_choices = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.core.api import ServiceError
-from apps.ml.runtime import InputRejected
+from apps.ml.images import ImageRejected as InputRejected  # no torch: the runtime loads with a model
 
 from .models import ModelVersion
 from .predictors import alias_watcher, predictor_cache

@@ -1,5 +1,14 @@
 """The per-process cache of loaded models: a few at a time, least recently used evicted, thread-safe.
 
+Nothing here imports torch or a runtime until a model loads (on first use, or when an alias is warmed), so
+a ``manage.py`` process that never predicts never pays for them.
+
+Which runtime a version loads with is recorded on the version per kind of machine (``runtime_choices``);
+the cache asks ``choose_runtime`` for it, a callback ``InferenceConfig.ready()`` connects to
+``services.model_version_runtime_choose`` (it returns the record, measuring only when this kind of
+machine has none yet). Availability is written through ``record_availability`` the same way: this module
+never imports the services, which import it.
+
 A model version whose artifact is missing, corrupt or does not match the registry is marked unavailable
 (with the reason, on ``ModelAvailability``) and answered with a 503; the load is retried after
 ``KYARA_PREDICTOR_RETRY_SECONDS`` so a restored file is picked up without a restart.
@@ -10,16 +19,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 
 from apps.core.api import ServiceError
-from apps.ml.artifacts import ArtifactError
-from apps.ml.runtime import Predictor, load_predictor
 
 from .models import ModelAlias, ModelVersion
+
+if TYPE_CHECKING:
+    from apps.ml.runtime import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -52,33 +64,77 @@ def unavailable(version: ModelVersion, reason: str) -> ServiceError:
                         status_code=503, version=version.name)
 
 
-def _record(version: ModelVersion, **state) -> None:
-    """Availability is bookkeeping for /models and the admin: a busy database must not fail a load."""
-    from .services import model_availability_record
+def serving_options() -> dict:
+    """How this process serves: threads, limits, micro-batching, caches (all from the settings)."""
+    return {"threads": settings.KYARA_INFERENCE_THREADS, "batch_threads": settings.KYARA_INFERENCE_BATCH_THREADS,
+            "onnx_cache_dir": settings.CACHE_DIR / "onnx", "max_pixels": settings.KYARA_PREDICT_MAX_PIXELS,
+            "min_side": settings.KYARA_PREDICT_MIN_SIDE, "microbatch": settings.KYARA_MICROBATCH,
+            "microbatch_window_ms": settings.KYARA_MICROBATCH_WINDOW_MS,
+            "microbatch_max": settings.KYARA_MICROBATCH_MAX}
 
-    try:
-        model_availability_record(version=version, **state)
-    except DatabaseError as exc:
-        logger.warning("Could not record the availability of %s: %s", version.name, exc)
+
+def int8_graph_path(artifact_sha256: str):
+    """Where this machine keeps a version's int8 graph (stamped: ``runtime_choice.ensure_int8`` remakes it)."""
+    return settings.CACHE_DIR / "runtimes" / f"{artifact_sha256}-int8.onnx"
 
 
-def load_serving_predictor(path, *, expected_sha256: str | None = None) -> Predictor:
-    """An artifact loaded exactly as the server loads it (backend, threads, limits from the settings).
-    The training runner measures a new model's test accuracy with it, so the job's number is the server's."""
-    return load_predictor(
-        path, expected_sha256=expected_sha256, backend=settings.KYARA_INFERENCE_BACKEND,
-        threads=settings.KYARA_INFERENCE_THREADS, batch_threads=settings.KYARA_INFERENCE_BATCH_THREADS,
-        onnx_cache_dir=settings.CACHE_DIR / "onnx", max_pixels=settings.KYARA_PREDICT_MAX_PIXELS,
-        min_side=settings.KYARA_PREDICT_MIN_SIDE,
-    )
+def machine_key() -> tuple[str, dict]:
+    """This kind of machine's key in ``ModelVersion.runtime_choices`` (no torch: a page can call it)."""
+    from apps.ml.machine import machine_fingerprint
+
+    return machine_fingerprint(threads=settings.KYARA_INFERENCE_THREADS,
+                               batch_threads=settings.KYARA_INFERENCE_BATCH_THREADS)
+
+
+def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime: dict | None = None,
+                           warm: bool = True) -> Predictor:
+    """An artifact loaded exactly as the server loads it (threads, limits, micro-batching from the settings).
+
+    ``runtime``: the version's record for this machine (``runtime_choices[key]``): the chosen runtime, and
+    the int8 graph when that is the choice; loaded without timing anything. Without one (an artifact not
+    registered yet, as the training runner measures a new model's test accuracy) the runtime is
+    ``KYARA_INFERENCE_BACKEND``: ``auto`` is fp32 (ONNX Runtime, else eager PyTorch), the model's own
+    answers; a reduced-precision choice is only ever made with the guard's evidence.
+    """
+    from apps.ml.runtime import load_predictor
+
+    backend = settings.KYARA_INFERENCE_BACKEND
+    if runtime and backend == "auto":
+        backend = runtime["chosen"]
+    int8_path = int8_graph_path(expected_sha256) if expected_sha256 and backend.endswith("-int8") else None
+    predictor = load_predictor(path, expected_sha256=expected_sha256, backend=backend, int8_path=int8_path,
+                               warm_sizes=(settings.KYARA_PREDICT_BATCH_MAX, settings.KYARA_EVAL_BATCH_SIZE),
+                               warm=warm, **serving_options())
+    if runtime:
+        predictor.info["runtime"] = {"chosen": runtime["chosen"], "key": runtime.get("key"),
+                                     "measured_at": runtime.get("measured_at"), "source": runtime.get("source", "recorded")}
+    return predictor
 
 
 class PredictorCache:
-    def __init__(self) -> None:
+    def __init__(self, *, choose_runtime: Callable[[ModelVersion], dict | None] | None = None,
+                 record_availability: Callable[..., None] | None = None) -> None:
+        self.choose_runtime = choose_runtime
+        self.record_availability = record_availability
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, LoadedModel] = OrderedDict()
         self._load_locks: dict[tuple, threading.Lock] = {}
         self._failures: dict[tuple, tuple[float, str]] = {}
+
+    def connect(self, *, choose_runtime: Callable[[ModelVersion], dict | None],
+                record_availability: Callable[..., None]) -> None:
+        """The callbacks into the services (injected: the services import this module)."""
+        self.choose_runtime = choose_runtime
+        self.record_availability = record_availability
+
+    def _record(self, version: ModelVersion, **state) -> None:
+        """Availability is bookkeeping for /models and the admin: a busy database must not fail a load."""
+        if self.record_availability is None:
+            return
+        try:
+            self.record_availability(version=version, **state)
+        except DatabaseError as exc:
+            logger.warning("Could not record the availability of %s: %s", version.name, exc)
 
     @staticmethod
     def key(version: ModelVersion) -> tuple:
@@ -117,9 +173,27 @@ class PredictorCache:
                 self._failures.pop(key, None)
             return entry
 
-    def _load(self, version: ModelVersion, key: tuple) -> LoadedModel:
+    def _runtime(self, version: ModelVersion) -> dict | None:
+        """The version's runtime record for this machine (measured now when there is none); ``None`` (fp32)
+        when the choice cannot be made. A broken artifact raises: the load must fail with its reason."""
+        from apps.ml.artifacts import ArtifactError
+
+        if self.choose_runtime is None or settings.KYARA_INFERENCE_BACKEND != "auto":
+            return None
         try:
-            predictor = load_serving_predictor(version.artifact_path, expected_sha256=version.artifact_sha256)
+            return self.choose_runtime(version)
+        except (ArtifactError, ServiceError):
+            raise
+        except Exception:  # noqa: BLE001 - serving in fp32 beats not serving
+            logger.exception("Choosing the runtime of %s failed; serving it in fp32", version.name)
+            return None
+
+    def _load(self, version: ModelVersion, key: tuple) -> LoadedModel:
+        from apps.ml.artifacts import ArtifactError
+
+        try:
+            predictor = load_serving_predictor(version.artifact_path, expected_sha256=version.artifact_sha256,
+                                               runtime=self._runtime(version))
             if list(predictor.labels) != list(version.labels):
                 raise ArtifactError(f"the artifact's {len(predictor.labels)} labels differ from the registry's "
                                     f"{len(version.labels)}; re-register the artifact.")
@@ -130,10 +204,10 @@ class PredictorCache:
             with self._lock:
                 self._failures[key] = (time.monotonic(), reason)
                 self._load_locks.pop(key, None)
-            _record(version, available=False, reason=reason)
+            self._record(version, available=False, reason=reason)
             raise unavailable(version, reason) from None
         entry = LoadedModel(version.pk, version.name, predictor, _character_info(predictor.labels))
-        _record(version, available=True, backend=predictor.backend_name)
+        self._record(version, available=True, backend=predictor.backend_name)
         logger.info("Loaded model version %s (%s)", version.name, predictor.info)
         return entry
 

@@ -1,4 +1,5 @@
-"""Reads of the registry: which version a request means, what is served, whether this process is ready."""
+"""Reads of the registry: which version a name means (the one resolver), the images a version is judged and
+calibrated on, what is served, whether this process is ready."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ from django.core.cache import cache
 from apps.core.api import DATABASE_DOWN, ServiceError
 
 from .models import AliasChange, ModelAlias, ModelVersion
-from .predictors import predictor_cache
+from .predictors import predictor_cache  # torch-free: the runtime is imported when a model loads
 
 DEFAULT_ALIAS = "default"
 logger = logging.getLogger(__name__)
@@ -29,25 +30,29 @@ def alias_key(name: str) -> str:
     return f"kyara:inference:alias:{name}"
 
 
-def model_resolve(name: str | None, *, versions_allowed: bool = True) -> tuple[ModelVersion, str | None]:
-    """An alias first, then a version name (when ``versions_allowed``); ``(version, alias or None)``.
+def model_resolve(name: str | None, *, versions_allowed: bool = True,
+                  fresh: bool = False) -> tuple[ModelVersion, str | None]:
+    """THE resolver of "an alias or a version name": an alias first, then a version name (when
+    ``versions_allowed``); ``(version, alias or None)``. The predict API, ``evaluate --model`` and every
+    alias move (``model_alias_set``'s target) ask it, so a name means one thing everywhere.
 
     The hot path touches no database: the alias → (version id, updated_at) pair lives in Django's cache
     for ``KYARA_ALIAS_CACHE_SECONDS`` and is dropped by signals the moment an alias or version changes
     (opening a SQLite connection per request cost more than a whole cached answer). The version row
     is kept per process and re-read whenever its updated_at moves. A move made in another process with
-    a per-process cache (locmem) is seen within those seconds; with Redis at once.
+    a per-process cache (locmem) is seen within those seconds; with Redis at once. ``fresh`` reads the
+    database and the row itself (a state change must not act on a cached answer).
     """
     name = (name or DEFAULT_ALIAS).strip()
     alias_name = name.lower()
-    pair = cache.get(alias_key(alias_name))
+    pair = None if fresh else cache.get(alias_key(alias_name))
     if pair is None:
         row = ModelAlias.objects.filter(name=alias_name).values_list("version_id", "version__updated_at")[:1]
         if row:
             pair = tuple(row[0])
             cache.set(alias_key(alias_name), pair, settings.KYARA_ALIAS_CACHE_SECONDS)
     if pair is not None:
-        return _version(*pair), alias_name
+        return (ModelVersion.objects.get(pk=pair[0]) if fresh else _version(*pair)), alias_name
     version = ModelVersion.objects.filter(name=name).first()
     if version is not None:
         if not versions_allowed:
@@ -62,6 +67,40 @@ def model_resolve(name: str | None, *, versions_allowed: bool = True) -> tuple[M
     known = sorted(ModelAlias.objects.values_list("name", flat=True))
     raise ServiceError("unknown_model", f"No alias or model version named {name!r}. Aliases: "
                        f"{', '.join(known) or 'none yet'}; GET /api/v1/models lists the versions.", status_code=404)
+
+
+def _version_images(version: ModelVersion, split: str, limit: int) -> list[tuple[object, int]]:
+    """(reader, label index in the version's output order) for up to ``limit`` images of ``split`` of the
+    version's dataset version, spread evenly over the split (ordered by item id: the same ones every time)."""
+    if version.dataset_version_id is None or limit <= 0:
+        return []
+    from django.core.files.storage import default_storage
+
+    index = {slug: i for i, slug in enumerate(version.labels)}
+    items = list(version.dataset_version.items.filter(split=split).order_by("id")
+                 .values_list("image__file", "character__slug"))
+    items = [(name, index[slug]) for name, slug in items if slug in index]
+    if len(items) > limit:
+        step = len(items) / limit
+        items = [items[int(i * step)] for i in range(limit)]
+
+    def reader(name: str):
+        def read() -> bytes:
+            with default_storage.open(name, "rb") as handle:
+                return handle.read()
+        return read
+
+    return [(reader(name), label) for name, label in items]
+
+
+def guard_images(version: ModelVersion) -> list[tuple[object, int]]:
+    """The validation images a runtime is judged on (KYARA_RUNTIME_GUARD_IMAGES at most)."""
+    return _version_images(version, "val", settings.KYARA_RUNTIME_GUARD_IMAGES)
+
+
+def calibration_images(version: ModelVersion) -> list[object]:
+    """Training images an int8 graph is calibrated on (KYARA_RUNTIME_CALIBRATION_IMAGES at most)."""
+    return [read for read, _ in _version_images(version, "train", settings.KYARA_RUNTIME_CALIBRATION_IMAGES)]
 
 
 def metrics_summary(metrics: dict) -> dict:

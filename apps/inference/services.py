@@ -1,6 +1,9 @@
 """Every state change of the inference app."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import re
 from pathlib import Path
 
@@ -8,9 +11,14 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.core.api import ServiceError
-from apps.ml.runtime import file_sha256
+from apps.core.queue import enqueue
+from apps.ml.digests import file_sha256
 
 from .models import AliasChange, ModelAlias, ModelAvailability, ModelVersion
+from .predictors import int8_graph_path, machine_key, predictor_cache, serving_options
+from .selectors import calibration_images, guard_images, model_resolve
+
+logger = logging.getLogger(__name__)
 
 ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 
@@ -41,7 +49,7 @@ def model_version_register(
         raise ServiceError("artifact_outside", f"The artifact must live under {root}.") from None
     if not labels:
         raise ServiceError("no_labels", "A model version needs its class labels.")
-    return ModelVersion.objects.create(
+    version = ModelVersion.objects.create(
         name=name,
         architecture=architecture,
         labels=list(labels),
@@ -56,6 +64,10 @@ def model_version_register(
         training_job_id=training_job_id,
         notes=notes,
     )
+    if settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER:  # the serving runtime, measured by a worker (its machine)
+        transaction.on_commit(lambda: enqueue("apps.inference.tasks.model_version_runtime_choose", version.pk,
+                                              group=f"runtime-{version.pk}"))
+    return version
 
 
 @transaction.atomic
@@ -106,27 +118,14 @@ def promotion_gate_check(*, alias: str, version: ModelVersion) -> None:
                            f"required for {alias!r}; override the gate with force if you must.", status_code=409)
 
 
-def _resolve_version(version) -> ModelVersion:
-    if isinstance(version, ModelVersion):
-        return version
-    found = ModelVersion.objects.filter(name=str(version)).first()
-    if found is None:
-        alias = ModelAlias.objects.select_related("version").filter(name=str(version)).first()
-        if alias is None:
-            raise ServiceError("unknown_version", f"No model version or alias named {version!r}.", status_code=404)
-        found = alias.version
-    return found
-
-
 def _ensure_loadable(version: ModelVersion) -> None:
     """Load (and so warm) the version in this process before any alias points at it."""
-    from .predictors import predictor_cache
-
     predictor_cache.get(version)
 
 
 def model_alias_set(*, name: str, version, actor=None, why: str = "", force: bool = False) -> AliasChange:
-    """Point alias ``name`` at ``version`` (a ModelVersion, a version name or another alias) and record it.
+    """Point alias ``name`` at ``version`` (a ModelVersion, or a name: an alias first, then a version name, as
+    ``selectors.model_resolve`` reads every name) and record it.
 
     ``force`` overrides the promotion gate (the change's ``why`` says so). The version is loaded first,
     so a broken artifact is refused and the first request after the promotion finds the model warm in
@@ -135,7 +134,7 @@ def model_alias_set(*, name: str, version, actor=None, why: str = "", force: boo
     name = (name or "").strip().lower()
     if not ALIAS_NAME.match(name):
         raise ServiceError("invalid_alias", "An alias is 1-60 lowercase letters, digits, '-' or '_'.")
-    target = _resolve_version(version)
+    target = version if isinstance(version, ModelVersion) else model_resolve(str(version), fresh=True)[0]
     if not force:
         promotion_gate_check(alias=name, version=target)
     elif settings.KYARA_PROMOTION_MIN >= 0 and name in settings.KYARA_PROMOTION_GATED_ALIASES:
@@ -183,3 +182,91 @@ def model_availability_record(*, version: ModelVersion, available: bool, reason:
     ModelAvailability.objects.update_or_create(
         version=version, defaults={"available": available, "reason": reason[:2000], "backend": backend}
     )
+
+
+# --- The serving runtime, chosen once per kind of machine ---------------------------------------------
+
+@contextlib.contextmanager
+def _machine_lock(path: Path):
+    """One process of this machine at a time (the others wait, then find its record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _int8_in_place(version: ModelVersion, record: dict) -> bool:
+    """The recorded choice can load here: nothing to check unless it is int8, whose graph this machine's cache
+    must hold with the recorded stamp (remade from the same calibration images when it does not)."""
+    int8 = record.get("int8") or {}
+    if not record["chosen"].endswith("-int8"):
+        return True
+    from apps.ml import backends
+
+    path = int8_graph_path(version.artifact_sha256)
+    if backends.onnx_stamp(path) == int8.get("stamp"):
+        return True
+    from apps.ml.runtime_choice import ensure_int8
+
+    made = ensure_int8(_reference_predictor(version), calibration_images(version), path)
+    if made["stamp"] != int8.get("stamp"):
+        logger.warning("%s: the int8 graph remade here differs from the one measured; measuring again", version.name)
+        return False
+    return True
+
+
+def _reference_predictor(version: ModelVersion):
+    """The version's model as eager fp32, with this process's serving threads and graph caches."""
+    from apps.ml.runtime import Predictor, load_model
+
+    model, meta, sha = load_model(version.artifact_path, expected_sha256=version.artifact_sha256)
+    options = serving_options()
+    return Predictor(model=model, labels=meta.labels, input_size=meta.input_size, normalization=meta.normalization,
+                     backend="torch", threads=options["threads"], batch_threads=options["batch_threads"],
+                     onnx_path=options["onnx_cache_dir"] / f"{sha}.onnx",
+                     cache_dir=options["onnx_cache_dir"] / "openvino", max_pixels=options["max_pixels"],
+                     min_side=options["min_side"])
+
+
+def model_version_runtime_choose(version, *, where: str = "first load", again: bool = False,
+                                 time_refused: bool = False) -> dict:
+    """The runtime ``version`` (a ModelVersion or its id) serves with on this kind of machine, with the
+    evidence: the record already on the row when there is one, else every candidate judged on the version's
+    validation images and timed now (``apps.ml.runtime_choice``), and the record stored under this machine's
+    key. ``again`` measures even when a record exists; ``time_refused`` times the refused candidates too
+    (the bench shows what a refusal costs). One process per machine measures at a time.
+    """
+    if not isinstance(version, ModelVersion):
+        version = ModelVersion.objects.get(pk=version)
+    key, description = machine_key()
+    record = (version.runtime_choices or {}).get(key)
+    if record is not None and not again and _int8_in_place(version, record):
+        return record
+    with _machine_lock(Path(settings.CACHE_DIR) / "runtimes" / f"{version.artifact_sha256}-{key}.lock"):
+        version.refresh_from_db(fields=["runtime_choices"])
+        record = (version.runtime_choices or {}).get(key)
+        if record is not None and not again and _int8_in_place(version, record):
+            return record  # another process measured while this one waited
+        from apps.ml.runtime_choice import choose_runtime
+
+        record = choose_runtime(_reference_predictor(version), guard=guard_images(version),
+                                calibration=calibration_images(version),
+                                int8_path=int8_graph_path(version.artifact_sha256),
+                                candidates=settings.KYARA_RUNTIME_CANDIDATES, machine=(key, description),
+                                time_refused=time_refused)
+        record["where"] = where
+        logger.info("%s on %s: %s", version.name, description["cpu"], record["why"])
+        model_version_runtime_record(version=version, key=key, record=record)
+        return {**record, "source": "measured"}
+
+
+@transaction.atomic
+def model_version_runtime_record(*, version: ModelVersion, key: str, record: dict) -> None:
+    """Store one machine's runtime record on the version (others' records stay)."""
+    row = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    row.runtime_choices = {**(row.runtime_choices or {}), key: record}
+    row.save(update_fields=["runtime_choices", "updated_at"])
+    version.runtime_choices = row.runtime_choices

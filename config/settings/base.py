@@ -296,8 +296,23 @@ KYARA_ALIAS_WATCH_SECONDS = env_int("KYARA_ALIAS_WATCH_SECONDS", 5)
 # How long a process may answer from a cached alias → version pair after a move made in another process
 # (moves in the same process, or any process with Redis, are seen at once).
 KYARA_ALIAS_CACHE_SECONDS = env_int("KYARA_ALIAS_CACHE_SECONDS", 2)
-# auto: ONNX Runtime when it agrees with eager PyTorch and is faster on this machine; or onnxruntime, torch.
+# auto: the runtime recorded for this kind of machine on each model version (measured once: accuracy on the
+# version's validation images, then speed; apps/ml/runtime_choice.py), fp32 for an unregistered artifact.
+# Or one runtime by name for every version: torch, onnxruntime, openvino-fp32, openvino-bf16,
+# onnxruntime-int8, openvino-int8, cuda-fp16 (no guard then: an operator's override).
 KYARA_INFERENCE_BACKEND = env_str("KYARA_INFERENCE_BACKEND", "auto")
+# The runtimes "auto" considers (a missing package or device skips one, with the reason on the version).
+KYARA_RUNTIME_CANDIDATES = env_list(
+    "KYARA_RUNTIME_CANDIDATES", "torch,onnxruntime,openvino-fp32,openvino-bf16,onnxruntime-int8,openvino-int8,cuda-fp16")
+# Validation images a candidate is judged on, training images int8 is calibrated on (spread over the split).
+KYARA_RUNTIME_GUARD_IMAGES = env_int("KYARA_RUNTIME_GUARD_IMAGES", 1000)
+KYARA_RUNTIME_CALIBRATION_IMAGES = env_int("KYARA_RUNTIME_CALIBRATION_IMAGES", 200)
+# Measure at registration, in a worker (else at the first load on each kind of machine).
+KYARA_RUNTIME_CHOOSE_ON_REGISTER = env_bool("KYARA_RUNTIME_CHOOSE_ON_REGISTER", True)
+# Gather concurrent single-image requests of one process into one forward (off: bench/api.py measures both).
+KYARA_MICROBATCH = env_bool("KYARA_MICROBATCH", False)
+KYARA_MICROBATCH_WINDOW_MS = env_float("KYARA_MICROBATCH_WINDOW_MS", 0.0)  # 0: only requests already waiting
+KYARA_MICROBATCH_MAX = env_int("KYARA_MICROBATCH_MAX", 8)
 # Intra-op threads per model; 1 keeps latency steady on a small shared box (concurrent requests still
 # use every core through the server's threads).
 KYARA_INFERENCE_THREADS = env_int("KYARA_INFERENCE_THREADS", 1)

@@ -164,3 +164,31 @@ def broken_copy(trained_artifacts):
     shutil.copyfile(trained_artifacts.v1, target)
     yield target
     target.unlink(missing_ok=True)
+
+
+def store_dataset(characters, name: str = "colors-v1", *, train: int = 6, val: int = 12):
+    """A frozen dataset version of the three colour classes: ``train`` and ``val`` stored JPEGs per class
+    (seeds apart from the ones the model was fitted on), as a freeze leaves them."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from apps.characters.models import DatasetItem, DatasetVersion, Image
+
+    version = DatasetVersion.objects.create(name=name, content_hash=hashlib.sha256(name.encode()).hexdigest())
+    for label in LABELS:
+        for split, count, base in (("train", train, 300), ("val", val, 500)):
+            for seed in range(base, base + count):
+                data = class_image_bytes(label, seed)
+                sha = hashlib.sha256(data).hexdigest()
+                path = f"images/{sha[:2]}/{sha[2:4]}/{sha}.jpg"
+                if not default_storage.exists(path):
+                    default_storage.save(path, ContentFile(data))
+                bands = [int(sha[i * 4:i * 4 + 4], 16) for i in range(4)]
+                image = Image.objects.create(
+                    sha256=sha, file=path, format="JPEG", width=160, height=160, bytes=len(data),
+                    phash=int(sha[:15], 16), phash_b0=bands[0], phash_b1=bands[1], phash_b2=bands[2],
+                    phash_b3=bands[3], character=characters[label], status="approved", source_kind="import")
+                DatasetItem.objects.create(version=version, image=image, character=characters[label], split=split)
+    return version

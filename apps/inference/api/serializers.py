@@ -1,7 +1,8 @@
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from ..models import AliasChange, ModelAlias, ModelVersion
-from ..predictors import predictor_cache
+from ..predictors import machine_key, predictor_cache
 from ..selectors import metrics_summary
 
 
@@ -11,12 +12,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     available = serializers.SerializerMethodField()
     unavailable_reason = serializers.SerializerMethodField()
     loaded = serializers.SerializerMethodField()
+    runtime = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = ["id", "name", "architecture", "labels", "input_size", "normalization", "parameters", "size_bytes",
                   "artifact_sha256", "confidence_threshold", "metrics", "aliases", "available", "unavailable_reason",
-                  "loaded", "dataset_version", "training_job_id", "notes", "created_at"]
+                  "loaded", "runtime", "dataset_version", "training_job_id", "notes", "created_at"]
 
     def get_aliases(self, obj) -> list[str]:
         return sorted(alias.name for alias in obj.aliases.all())
@@ -34,6 +36,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_loaded(self, obj) -> bool:
         return predictor_cache.peek(obj) is not None
+
+    @extend_schema_field(inline_serializer("ModelRuntime", {
+        "machine": serializers.CharField(help_text="this server's machine key"),
+        "chosen": serializers.CharField(allow_null=True, help_text="the runtime chosen here (null: not measured yet)"),
+        "choices": serializers.DictField(child=serializers.DictField(), help_text=(
+            "machine key → the choice and its evidence: candidates with status, reason, forward ms at batch 1 "
+            "and 10, top-1 agreement with eager fp32 and accuracy delta on the version's validation images")),
+    }))
+    def get_runtime(self, obj) -> dict:
+        key = self.context.setdefault("machine_key", machine_key()[0])
+        choices = obj.runtime_choices or {}
+        return {"machine": key, "chosen": (choices.get(key) or {}).get("chosen"), "choices": choices}
 
 
 class ModelAliasSerializer(serializers.ModelSerializer):
