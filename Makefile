@@ -14,6 +14,7 @@ help:
 	@echo "make run        install, migrate, ensure an admin, start web server + qcluster worker"
 	@echo "make serve      the same with gunicorn (production-grade) instead of the dev server"
 	@echo "make test       install dev requirements and run the whole suite (SQLite, then PostgreSQL+Redis)"
+	@echo "make test-fast  the SQLite run without the slow and browser tests (stops at the first failure)"
 	@echo "make bench      run the speed scripts in bench/"
 
 $(BIN)/python:
@@ -52,7 +53,7 @@ test: install-dev
 	bash scripts/test_scale.sh $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -x -q -m "not slow and not browser" $(PYTEST_ARGS)
 
 test-scale: install-dev
 	bash scripts/test_scale.sh $(PYTEST_ARGS)

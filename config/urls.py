@@ -37,4 +37,8 @@ urlpatterns = [
 if settings.DEBUG or not settings.S3_BUCKET:
     from django.views.static import serve
 
-    urlpatterns += [path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]
+    def media(request, path):
+        # MEDIA_ROOT read per request, not once at import, so a settings override (each test's folder) is followed.
+        return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+    urlpatterns += [path("media/<path:path>", media)]

@@ -61,6 +61,15 @@ def redis_url():
 
 
 @pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Each test stores its media in a folder of its own (files one test leaves cannot satisfy or break
+    another). Child processes (qcluster, gunicorn, training) are given it as KYARA_MEDIA_ROOT by child_env."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    yield settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache
 
@@ -103,11 +112,13 @@ def staff_api_client(staff_user):
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a child process (qcluster, training) that must use the test database."""
+    """Environment for a child process (qcluster, training) that must use the test database and media folder."""
+    from django.conf import settings
     from django.db import connection
 
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    env["KYARA_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)  # this test's own media folder
     name = connection.settings_dict["NAME"]
     if connection.vendor == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{name}"
@@ -171,8 +182,10 @@ def running_gunicorn(*, threads: int = 2, log_name: str = "gunicorn-test.log", u
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    from django.conf import settings
+
     env = child_env(**extra_env) if use_test_db else {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                                                       **extra_env}
+                                                       "KYARA_MEDIA_ROOT": str(settings.MEDIA_ROOT), **extra_env}
     log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / log_name, "w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",

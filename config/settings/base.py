@@ -53,7 +53,8 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 # --- Where everything the platform writes lives -------------------------------------------------
 DATA_DIR = Path(env_str("KYARA_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-MEDIA_ROOT = DATA_DIR / "media"
+# Media on local disk (images, thumbnails) may live apart from the rest (a bigger disk; a test's own folder).
+MEDIA_ROOT = Path(env_str("KYARA_MEDIA_ROOT") or str(DATA_DIR / "media")).resolve()
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 LOG_DIR = DATA_DIR / "logs"
 CACHE_DIR = DATA_DIR / "cache"
