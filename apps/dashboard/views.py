@@ -21,8 +21,8 @@ from apps.crawling.selectors import crawl_jobs_with_relations
 from apps.evaluation import services as evaluation
 from apps.evaluation.models import EvaluationRun
 from apps.inference import services as inference
+from apps.inference.loading import machine_key
 from apps.inference.models import AliasChange, ModelAlias, ModelVersion
-from apps.inference.predictors import machine_key
 from apps.inference.selectors import metrics_summary
 from apps.training import services as training
 from apps.training.models import TrainingJob

@@ -259,7 +259,7 @@ def _version_metrics_record(run_id: int) -> bool:
 
 def _execute(run: EvaluationRun) -> None:
     """The stages of a run, in order; the last one writes everything in one transaction."""
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     loaded = predictor_cache.get(run.model_version)  # ServiceError (503) with the reason when it cannot serve
     predictor = loaded.predictor

@@ -7,7 +7,7 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         from . import services, signals  # noqa: F401 - signals connects the receivers
-        from .predictors import predictor_cache
+        from .loading import predictor_cache
 
         # The cache calls back into the services; it never imports them (they import it).
         predictor_cache.connect(choose_runtime=services.model_version_runtime_choose,

@@ -9,8 +9,8 @@ from django.core.cache import cache
 
 from apps.core.api import DATABASE_DOWN, ServiceError
 
+from .loading import predictor_cache  # torch-free: the runtime is imported when a model loads
 from .models import AliasChange, ModelAlias, ModelVersion
-from .predictors import predictor_cache  # torch-free: the runtime is imported when a model loads
 
 DEFAULT_ALIAS = "default"
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from apps.core.api import ServiceError
 from apps.core.queue import enqueue
 from apps.ml.digests import file_sha256
 
+from .loading import int8_graph_path, machine_key, predictor_cache, serving_options
 from .models import AliasChange, ModelAlias, ModelAvailability, ModelVersion
-from .predictors import int8_graph_path, machine_key, predictor_cache, serving_options
 from .selectors import calibration_images, guard_images, model_resolve
 
 logger = logging.getLogger(__name__)

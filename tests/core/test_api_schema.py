@@ -30,7 +30,7 @@ def api_world(live_server, trained_artifacts, settings, throttle_rates, tmp_path
     from rest_framework.authtoken.models import Token
 
     from apps.characters.services import character_get_or_create, image_ingest, series_get_or_create
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
     from apps.inference.services import model_alias_set
 
     settings.KYARA_ALIAS_WATCH_SECONDS = 0

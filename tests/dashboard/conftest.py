@@ -68,7 +68,7 @@ def served_model(cast, settings):
     under test), saved as a serving artifact, registered, and promoted to ``default``."""
     import torch
 
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
     from apps.inference.services import model_alias_set, model_version_register
     from apps.ml.architectures import architectures
     from apps.ml.artifacts import save_serving_artifact

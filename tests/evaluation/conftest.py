@@ -26,7 +26,7 @@ INPUT_SIZE = 32
 @pytest.fixture(autouse=True)
 def _fast_serving(settings):
     """Eager PyTorch (no ONNX export and timing race per load), no alias watcher, a fresh predictor cache."""
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     settings.KYARA_INFERENCE_BACKEND = "torch"
     settings.KYARA_ALIAS_WATCH_SECONDS = 0

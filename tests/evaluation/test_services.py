@@ -241,7 +241,7 @@ def test_history_shows_accuracy_across_runs_and_images_across_versions(three_cha
 
 def test_probabilities_are_those_of_the_serving_predictor(version, rigged):
     """The evaluation goes through the inference app's predictor cache: the same loaded model serves."""
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     evaluate(rigged, version)
     loaded = predictor_cache.peek(rigged)

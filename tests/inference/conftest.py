@@ -108,7 +108,7 @@ def trained_artifacts() -> TrainedArtifacts:
 @pytest.fixture(autouse=True)
 def _fresh_predictors(settings):
     """No loaded model and no watcher thread leaks from one test into the next."""
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     settings.KYARA_ALIAS_WATCH_SECONDS = 0
     predictor_cache.clear()

@@ -131,7 +131,7 @@ def test_predict_rejects_too_many_bytes_and_pixels(api_client, registry, setting
     assert response.status_code == 413 and error_of(response)["code"] == "too_large"
     settings.KYARA_PREDICT_MAX_BYTES = 10**7
     settings.KYARA_PREDICT_MAX_PIXELS = 100 * 100  # read when the model loads
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     predictor_cache.clear()
     response = api_client.post("/api/v1/predict", {"file": upload(class_images[LABELS[0]])})
@@ -179,7 +179,7 @@ def test_anonymous_clients_name_aliases_not_versions(api_client, registry, class
     response = api_client.post("/api/v1/predict?model=simple-v2", data)
     error = error_of(response)
     assert response.status_code == 403 and error["code"] == "version_not_allowed" and "alias" in error["message"]
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     assert predictor_cache.peek(registry.v2) is None  # refused before anything was loaded
     ModelAlias.objects.create(name="candidate", version=registry.v2)
@@ -198,7 +198,7 @@ def test_anonymous_clients_name_aliases_not_versions(api_client, registry, class
 
 def test_model_loads_are_rate_limited_per_client(api_client, staff_api_client, registry, class_images, settings,
                                                  throttle_rates):
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     throttle_rates(model_load="2/hour")
     settings.KYARA_PREDICTOR_CACHE_SIZE = 1  # every switch of alias evicts the other model
@@ -253,7 +253,7 @@ def test_missing_artifact_and_unreadable_artifact(api_client, registry, broken_c
     assert response.status_code == 503 and "could not be read" in error_of(response)["message"]
     assert ModelAlias.objects.get(name="default").version == registry.v1  # promotion refused
     broken_copy.unlink()
-    from apps.inference.predictors import predictor_cache
+    from apps.inference.loading import predictor_cache
 
     predictor_cache.clear()
     response = staff_api_client.post("/api/v1/predict?model=simple-garbage", {"file": upload(class_images[LABELS[0]])})

@@ -11,8 +11,8 @@ from django.core.management import CommandError, call_command
 
 from apps.core.api import ServiceError
 from apps.inference import services
+from apps.inference.loading import alias_watcher, predictor_cache
 from apps.inference.models import AliasChange, ModelAlias
-from apps.inference.predictors import alias_watcher, predictor_cache
 from tests.conftest import wait_for
 
 from .conftest import LABELS, class_image_bytes

@@ -181,7 +181,7 @@ def test_microbatching_gathers_concurrent_single_requests_into_one_forward(predi
 
 def test_the_choice_is_recorded_on_the_version_and_reused_without_timing(characters, trained_artifacts, api_client,
                                                                         client):
-    from apps.inference.predictors import machine_key, predictor_cache
+    from apps.inference.loading import machine_key, predictor_cache
     from apps.inference.selectors import guard_images
 
     dataset = store_dataset(characters)
@@ -216,14 +216,14 @@ def test_the_choice_is_recorded_on_the_version_and_reused_without_timing(charact
 
 def test_a_second_process_loads_the_recorded_choice_without_timing(transactional_db, characters, trained_artifacts):
     from apps.inference import services
-    from apps.inference.predictors import machine_key
+    from apps.inference.loading import machine_key
 
     version = register(trained_artifacts.v1, "timed-v2", dataset_version=store_dataset(characters, "colors-v2"))
     record = services.model_version_runtime_choose(version)
     assert record["source"] == "measured"
     script = (
         "import json; from apps.ml import runtime_choice; from apps.inference.models import ModelVersion;"
-        "from apps.inference.predictors import predictor_cache;"
+        "from apps.inference.loading import predictor_cache;"
         f"loaded = predictor_cache.get(ModelVersion.objects.get(pk={version.pk}));"
         "print('RESULT', json.dumps({'measurements': runtime_choice.measurements,"
         " 'backend': loaded.predictor.backend_name, 'runtime': loaded.describe()['runtime']}))"

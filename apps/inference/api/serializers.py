@@ -1,8 +1,8 @@
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from ..loading import machine_key, predictor_cache
 from ..models import AliasChange, ModelAlias, ModelVersion
-from ..predictors import machine_key, predictor_cache
 from ..selectors import metrics_summary
 
 

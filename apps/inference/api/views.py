@@ -21,8 +21,8 @@ from apps.core.throttling import AnonThrottle, ModelLoadThrottle, UserThrottle
 
 from .. import services
 from ..models import ModelAlias, ModelVersion
-from ..prediction import Upload, predict_uploads
 from ..selectors import alias_history, aliases_map, inference_health
+from ..serving import Upload, predict_uploads
 from .serializers import (
     AliasChangeSerializer,
     AliasSetSerializer,

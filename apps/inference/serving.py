@@ -1,4 +1,5 @@
-"""Predicting: uploads in, top-k characters out, through the result cache and the predictor cache."""
+"""Serving predict requests: uploads in, top-k characters out, through the result cache and the loaded model
+(``loading``); a batch request is one forward at its size. What /predict and /predict_batch call."""
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from django.core.cache import cache
 from apps.core.api import ServiceError
 from apps.ml.images import ImageRejected as InputRejected  # no torch: the runtime loads with a model
 
+from .loading import alias_watcher, predictor_cache
 from .models import ModelVersion
-from .predictors import alias_watcher, predictor_cache
 from .selectors import model_resolve
 
 IMAGE_REJECTION_STATUS = {"unsupported_format": 415, "not_an_image": 415}
