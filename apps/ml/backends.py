@@ -277,10 +277,12 @@ def quantize_int8(onnx_path: Path, path: Path, batches: list[np.ndarray], *, sta
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # The calibrator keeps only each batch's min/max (reduced inside its graph), so memory stays small
+            # without CalibMaxIntermediateOutputs, which (onnxruntime 1.32) drops what it has collected each
+            # time the count is reached: the ranges would come from the last few batches only.
             quantize_static(str(onnx_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"CalibMaxIntermediateOutputs": 4})
+                            calibrate_method=CalibrationMethod.MinMax)
     finally:
         logging.getLogger().removeFilter(quiet)
     _stamp_file(tmp, stamp)

@@ -82,6 +82,13 @@ def test_candidates_are_judged_on_real_images_and_the_fastest_allowed_one_chosen
     assert done.accuracy([label for _, label in _guard()]) == record["reference_accuracy"]
 
 
+def test_int8_calibration_uses_every_batch(predictor, tmp_path):
+    """32 images are 4 calibration batches of 8: onnxruntime's CalibMaxIntermediateOutputs=4 threw them all away
+    ("No data is collected"); every batch must count."""
+    made = runtime_choice.ensure_int8(predictor, _calibration(11)[:32], tmp_path / "int8.onnx")
+    assert made["calibration_images"] == 32 and backends.onnx_stamp(tmp_path / "int8.onnx") == made["stamp"]
+
+
 def _damage_int8(path, *, seed: int = 0) -> int:
     """Scale every int8 weight's dequantisation scale by a random factor (0.05-20x), keeping the file's stamp:
     a quantised model gone wrong that the cache would happily load."""
