@@ -417,7 +417,9 @@ def measure(args, work: Path, report: dict, deadline: Deadline) -> int:
           f"recipe {job.get('recipe', 'n/a')}, config {json.dumps(job.get('config'), sort_keys=True)}")
     print(f"\n  {'':26} {'top-1':>7} {'mean/class':>10} {'train wall s':>12} {'train img/s':>11}  trained on")
     for name, r in rows:
-        on = ("train (val for selection)" if r is platform else
+        refit = _first(job, "refit_images")
+        chosen = f"train, epochs chosen on val, refit on train+val: {refit}" if refit else "train (val for selection)"
+        on = (chosen if r is platform else
               f"{'+'.join(r['trained_on'])}: {r['train_images']} (+{r['val_images']} own val)"
               + (" [cached]" if r.get("cached") else ""))
         print(f"  {name:26} {_pct(r['top1']):>7} {_pct(r['mean_per_class_accuracy']):>10} "
