@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from apps.core.jobs import JobWatcher
-from apps.inference.predictors import load_serving_predictor
+from apps.inference.loading import load_serving_predictor
 from apps.ml import distributed
 from apps.ml.checkpoints import LAST, load_checkpoint
 from apps.ml.config import TrainConfig
