@@ -246,12 +246,16 @@ def test_a_second_process_loads_the_recorded_choice_without_timing(transactional
 
 
 def test_registering_a_version_queues_its_measurement(characters, trained_artifacts, django_capture_on_commit_callbacks):
-    from django_q.models import OrmQ
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
 
     with django_capture_on_commit_callbacks(execute=True):
         version = register(trained_artifacts.v1, "queued-v1")
-    queued = [task for task in OrmQ.objects.all() if task.func() == "apps.inference.tasks.model_version_runtime_choose"]
-    assert [task.args() for task in queued] == [(version.pk,)]
+    broker, tasks = get_broker(), []
+    while batch := broker.dequeue():  # the ORM broker's table or Redis's list, whichever the settings name
+        tasks += [SignedPackage.loads(payload) for _, payload in batch]
+    assert ("apps.inference.tasks.model_version_runtime_choose", (version.pk,)) in [
+        (task["func"], tuple(task["args"])) for task in tasks]
 
 
 def test_choose_runtime_command_prints_the_candidates(characters, trained_artifacts):
