@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import random
@@ -112,23 +111,11 @@ if os.environ.get("KYARA_LOAD_LOCUSTFILE") == "1":
 # --- The driver -------------------------------------------------------------------------------------
 
 def picture(seed: int, size: int = 384) -> bytes:
-    """Shapes with outlines on a gradient, JPEG quality 90: a stand-in for a character picture."""
-    import numpy as np
-    from PIL import Image, ImageDraw
+    """Shapes with outlines on a gradient, JPEG quality 90: bench/api.py's stand-in for a character picture."""
+    sys.path.insert(0, str(ROOT))
+    from bench.api import anime_like_jpeg
 
-    rng = random.Random(seed)
-    ramp = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
-    top, bottom = (np.array([rng.randrange(256) for _ in range(3)]) for _ in range(2))
-    img = Image.fromarray((top * (1 - ramp) + bottom * ramp).repeat(size, axis=1).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(img)
-    for _ in range(10):
-        x0, y0 = rng.randrange(size), rng.randrange(size)
-        box = [x0, y0, x0 + rng.randrange(20, size // 2), y0 + rng.randrange(20, size // 2)]
-        fill = tuple(rng.randrange(256) for _ in range(3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill, outline=(20, 20, 20), width=3)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return anime_like_jpeg(seed, size)
 
 
 def server_env(data_dir: Path) -> dict[str, str]:
