@@ -108,7 +108,7 @@ def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime:
                                warm=warm, **serving_options())
     if runtime:
         predictor.info["runtime"] = {"chosen": runtime["chosen"], "key": runtime.get("key"),
-                                     "measured_at": runtime.get("measured_at"), "source": runtime.get("source", "recorded")}
+                                     "measured_at": runtime.get("measured_at"), "source": runtime.get("source")}
     return predictor
 
 

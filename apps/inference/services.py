@@ -244,12 +244,12 @@ def model_version_runtime_choose(version, *, where: str = "first load", again: b
     key, description = machine_key()
     record = (version.runtime_choices or {}).get(key)
     if record is not None and not again and _int8_in_place(version, record):
-        return record
+        return {**record, "source": "recorded"}
     with _machine_lock(Path(settings.CACHE_DIR) / "runtimes" / f"{version.artifact_sha256}-{key}.lock"):
         version.refresh_from_db(fields=["runtime_choices"])
         record = (version.runtime_choices or {}).get(key)
         if record is not None and not again and _int8_in_place(version, record):
-            return record  # another process measured while this one waited
+            return {**record, "source": "recorded"}  # another process measured while this one waited
         from apps.ml.runtime_choice import choose_runtime
 
         record = choose_runtime(_reference_predictor(version), guard=guard_images(version),
@@ -267,6 +267,7 @@ def model_version_runtime_choose(version, *, where: str = "first load", again: b
 def model_version_runtime_record(*, version: ModelVersion, key: str, record: dict) -> None:
     """Store one machine's runtime record on the version (others' records stay)."""
     row = ModelVersion.objects.select_for_update().get(pk=version.pk)
-    row.runtime_choices = {**(row.runtime_choices or {}), key: record}
+    stored = {name: value for name, value in record.items() if name != "source"}  # how this process got it
+    row.runtime_choices = {**(row.runtime_choices or {}), key: stored}
     row.save(update_fields=["runtime_choices", "updated_at"])
     version.runtime_choices = row.runtime_choices

@@ -274,3 +274,26 @@ def test_choose_runtime_command_prints_the_candidates(characters, trained_artifa
     out = StringIO()
     call_command("choose_runtime", "cmd-v1", "--json", stdout=out)  # recorded: printed, not measured again
     assert json.loads(out.getvalue())["measured_at"] == record["measured_at"]
+
+
+def test_a_machine_that_lost_its_int8_graph_remakes_the_same_one_without_timing(characters, trained_artifacts):
+    """The record says int8; this machine's cache lost the graph (a new disk, a cleaned cache): it is quantised
+    again from the same training images, its stamp matches the record, and nothing is timed."""
+    from apps.inference import services
+    from apps.inference.loading import int8_graph_path, predictor_cache
+
+    version = register(trained_artifacts.v1, "int8-v1", dataset_version=store_dataset(characters, "colors-int8"))
+    record = services.model_version_runtime_choose(version)
+    if _rows(record)["onnxruntime-int8"]["status"] not in ("allowed", "chosen"):
+        pytest.skip(f"int8 is not allowed for this model here: {_rows(record)['onnxruntime-int8']['reason']}")
+    services.model_version_runtime_record(version=version, key=record["key"],
+                                          record={**record, "chosen": "onnxruntime-int8"})
+    path = int8_graph_path(version.artifact_sha256)
+    path.unlink()
+    before = runtime_choice.measurements
+    loaded = predictor_cache.get(version)
+    assert runtime_choice.measurements == before
+    assert loaded.predictor.backend_name == "onnxruntime-int8" and backends.onnx_stamp(path) == record["int8"]["stamp"]
+    assert loaded.describe()["runtime"]["source"] == "recorded"
+    version.refresh_from_db()
+    assert "source" not in version.runtime_choices[record["key"]]  # how a process got it is not part of the record
