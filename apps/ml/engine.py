@@ -519,8 +519,12 @@ def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_d
               "final_train_accuracy": last_row and last_row["train_accuracy"],
               "final_train_loss": last_row and last_row["train_loss"], "timing": selected["timing"]}
     if refit and selected["stop_reason"] != "cancelled" and best is not None:
-        refit_config = dataclasses.replace(config, epochs=int(best["epoch"]),
-                                           warmup_epochs=min(config.warmup_epochs, int(best["epoch"]) - 1))
+        # The epoch count the selection chose: where early stopping stopped it, else the whole schedule (a
+        # shorter cosine is another schedule, not the first epochs of this one).
+        epochs = int(best["epoch"]) if selected["stop_reason"] == "early_stopping" else config.epochs
+        if REFIT in checkpoints:  # resuming the refit: its own checkpoint knows how long it is
+            epochs = int(checkpoints[REFIT]["config"]["epochs"])
+        refit_config = dataclasses.replace(config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, epochs - 1))
         done = run.phase("refit", refit_config, ["train", "val"], checkpoint=checkpoints.get(REFIT),
                          validate=False, progress=(split_at, 1.0))
         if done["stop_reason"] == "cancelled":

@@ -110,9 +110,9 @@ def test_the_served_model_scores_on_val_exactly_what_training_reported(tiny_spli
 def test_scratch_recipe_refits_on_train_and_val_and_serves_the_refit(tiny_splits, tmp_path):
     result = _fit(tiny_splits, tmp_path, epochs=3, recipe="scratch", lr=None)
     assert result["recipe"] == "scratch" and result["refit"] is True and result["weights"] == "none"
-    assert result["refit_epochs"] == result["best_epoch"] and result["refit_images"] == 48 + 18
+    assert result["refit_epochs"] == 3 and result["refit_images"] == 48 + 18  # the whole schedule again
     refit = load_checkpoint(tmp_path / "refit.pt")
-    assert refit["epoch"] == result["best_epoch"] and refit["ema"] is not None
+    assert refit["epoch"] == 3 and refit["ema"] is not None
     assert refit["config"]["lr"] == 2e-3 and refit["config"]["ema_decay"] == 0.998
     model, _ = load_serving_artifact(export_best(tmp_path, tmp_path / "m.pt")["path"])
     for key, tensor in model.state_dict().items():  # the artifact holds the refit's weight average
@@ -134,7 +134,7 @@ def test_an_interrupted_refit_resumes_where_it_stopped(tiny_splits, tmp_path):
     assert second["stop_reason"] == "completed"
     a = load_checkpoint(tmp_path / "straight" / "refit.pt")
     b = load_checkpoint(tmp_path / "split" / "refit.pt")
-    assert a["epoch"] == b["epoch"] == straight["best_epoch"]
+    assert a["epoch"] == b["epoch"] == straight["refit_epochs"] == 3
     for key, tensor in a["model"].items():
         assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-5), key
 
@@ -146,3 +146,11 @@ def test_class_weights_lift_rare_classes_and_keep_the_average_image_at_one():
     assert (weights[0] * 90 + weights[1] * 10) / 100 == pytest.approx(1.0)
     assert weights[2] == 0  # a class without images weighs nothing
     assert class_weights(labels, 3, 0.0) is None
+
+
+def test_a_refit_after_early_stopping_runs_the_epochs_early_stopping_chose(tiny_splits, tmp_path):
+    result = _fit(tiny_splits, tmp_path, epochs=20, recipe="scratch", patience=2, lr=1e-12, scheduler="none",
+                  ema_decay=0)
+    assert result["stop_reason"] == "early_stopping" and result["best_epoch"] < 18
+    assert result["refit_epochs"] == result["best_epoch"]
+    assert load_checkpoint(tmp_path / "refit.pt")["epoch"] == result["best_epoch"]
