@@ -44,6 +44,7 @@ def test_everything_is_written_under_kyara_data_dir(tmp_path):
     assert (tmp_path / ".secret_key").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow  # a fresh database migrated in a child process: 25 s on a busy 2-core box
 def test_ensure_admin_generates_a_password_once_and_is_idempotent(tmp_path):
     env = dict(DJANGO_SETTINGS_MODULE="config.settings.local", KYARA_DATA_DIR=str(tmp_path))
     assert _run(["migrate", "--noinput"], **env).returncode == 0
