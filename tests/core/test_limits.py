@@ -202,6 +202,7 @@ def test_a_1_gb_body_gets_a_413_within_a_second_and_costs_the_server_no_memory()
 
 def asgi_post(application, *, headers: list, chunks_available: int | None, chunk: int = 64 * 1024) -> dict:
     import asyncio
+    import concurrent.futures
 
     pulled = {"chunks": 0}
     sent: list[dict] = []
@@ -218,7 +219,9 @@ def asgi_post(application, *, headers: list, chunks_available: int | None, chunk
              "path": "/api/v1/predict", "raw_path": b"/api/v1/predict", "query_string": b"", "root_path": "",
              "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data; boundary=x"), *headers],
              "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-    asyncio.run(application(scope, receive, send))
+    # A thread of its own: the browser tests' Playwright may leave an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, application(scope, receive, send)).result()
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return {"status": start["status"], "body": json.loads(body), "pulled": pulled["chunks"]}

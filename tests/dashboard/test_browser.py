@@ -118,7 +118,8 @@ def test_open_a_training_job_and_see_its_curves_grow(session, staff_user, cast, 
     job = TrainingJob.objects.create(
         name="anime-v1 simple #1", dataset_version=version, status=TrainingJob.Status.RUNNING, device="cpu",
         precision="fp32", progress=0.3, run_dir=str(tmp_path / "run"), started_at=timezone.now(),
-        heartbeat_at=timezone.now(), config={"architecture": "simple", "epochs": 10, "batch_size": 32, "lr": 1e-4})
+        heartbeat_at=timezone.now(), config={"architecture": "simple", "epochs": 10, "batch_size": 32, "lr": 1e-4},
+        launch_token="a" * 32)  # the process that holds the job: only it may write its epochs
     training_job_record_epochs(job=job, rows=[_epoch(n) for n in (1, 2, 3)])
 
     browser = session(user=staff_user)
