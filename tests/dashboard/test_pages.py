@@ -21,9 +21,33 @@ def test_every_page_renders_for_anyone_without_staff_actions(client, name):
     assert "Start a crawl" not in body and "Promote" not in body
 
 
-def test_the_old_json_api_keeps_its_root_paths(client):
-    assert reverse("predict") != "/predict" and reverse("model-list") != "/models"
-    assert client.get("/models").status_code == 200 and client.get("/models").json()["versions"] == []
+def test_the_old_json_api_keeps_its_root_paths(client, served_model):
+    """The original service's clients call /predict, /predict_batch, /models and /health at the root: each
+    answers there with the served model's JSON."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.conftest import make_image_bytes
+
+    from .conftest import CHARACTERS
+
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["ready"] is True
+    assert health.json()["default"] == "simple-v1"
+    models = client.get("/models")
+    assert models.status_code == 200 and models.json()["aliases"] == {"default": "simple-v1"}
+    assert [version["name"] for version in models.json()["versions"]] == ["simple-v1"]
+    pictures = [make_image_bytes(seed, size=(64, 64)) for seed in (1, 2)]
+    one = client.post("/predict", {"file": SimpleUploadedFile("one.png", pictures[0])})
+    assert one.status_code == 200, one.content
+    answer = one.json()
+    assert answer["model"]["version"] == "simple-v1" and answer["filename"] == "one.png"
+    assert answer["label"] in CHARACTERS and len(answer["predictions"]) == len(CHARACTERS)
+    batch = client.post("/predict_batch", {"files": [SimpleUploadedFile(f"{i}.png", data)
+                                                     for i, data in enumerate(pictures)]})
+    assert batch.status_code == 200, batch.content
+    results = batch.json()["results"]
+    assert batch.json()["count"] == 2 and [result["filename"] for result in results] == ["0.png", "1.png"]
+    assert results[0]["predictions"] == answer["predictions"]  # the same picture, the same model's answer
 
 
 def test_log_in_and_out(client, staff_user):
