@@ -1,19 +1,13 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth.views import LoginView
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.throttling import throttle_login_posts
-from apps.core.views import ObtainAuthTokenView, health
+from apps.core.views import ObtainAuthTokenView, health, plotly_js
 
-api_v1 = [
-    path("", include("apps.characters.api.urls")),
-    path("", include("apps.crawling.api.urls")),
-    path("", include("apps.training.api.urls")),
-    path("", include("apps.inference.api.urls")),
-    path("", include("apps.evaluation.api.urls")),
-]
+from .api_router import api_v1
 
 handler400 = "apps.core.views.bad_request"
 handler404 = "apps.core.views.page_not_found"
@@ -26,12 +20,21 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # The browsable API's log-in, throttled (the include below keeps its names and its log-out).
     path("api/v1/auth/login/", throttle_login_posts(
-        LoginView.as_view(template_name="rest_framework/login.html")), name="api-login"),
+        auth_views.LoginView.as_view(template_name="rest_framework/login.html")), name="api-login"),
     path("api/v1/auth/", include("rest_framework.urls")),
     path("api/v1/auth/token/", ObtainAuthTokenView.as_view(), name="api-token"),
     path("healthz", health, name="healthz"),
     path("", include("apps.inference.urls")),  # the original service's paths: /predict, /health, ...
+    path("login/", throttle_login_posts(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+         name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("ui/vendor/plotly-<str:version>.min.js", plotly_js, name="plotly-js"),
+    # Each app's pages, under its namespace; the dashboard holds home and the cross-app pages.
     path("", include("apps.dashboard.urls")),
+    path("ui/", include("apps.inference.pages.urls")),
+    path("ui/crawls/", include("apps.crawling.pages.urls")),
+    path("ui/training/", include("apps.training.pages.urls")),
+    path("ui/evaluations/", include("apps.evaluation.pages.urls")),
 ]
 
 if settings.DEBUG or not settings.S3_BUCKET:

@@ -5,6 +5,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db.models import Count, Q, QuerySet
 
 from .models import Character, DatasetItem, DatasetVersion, Image
@@ -118,3 +119,29 @@ def thin_characters(version: DatasetVersion) -> list[dict]:
 def trainable_images() -> QuerySet[Image]:
     """Images a freeze takes: approved, labelled with an active character."""
     return Image.objects.filter(status=Image.Status.APPROVED, character__isnull=False, character__active=True)
+
+
+EXAMPLES_MAX_CHARACTERS = 20
+
+
+def image_urls(image: Image) -> dict:
+    full = image.file.url if image.file else ""
+    thumb = default_storage.url(image.thumbnail) if image.thumbnail else full
+    return {"id": image.pk, "thumbnail": thumb, "url": full}
+
+
+def example_images(slugs: list[str], *, per_character: int = 4) -> dict[str, dict]:
+    """A few approved pictures of each character (newest first): what the predict page shows beside
+    a prediction, so a person can judge it."""
+    slugs = list(dict.fromkeys(s for s in slugs if s))[:EXAMPLES_MAX_CHARACTERS]
+    found = {c.slug: c for c in Character.objects.select_related("series").filter(slug__in=slugs)}
+    out = {}
+    for slug in slugs:
+        character = found.get(slug)
+        if character is None:
+            out[slug] = {"name": slug, "series": None, "images": []}
+            continue
+        images = Image.objects.filter(character=character, status=Image.Status.APPROVED).order_by("-id")[:per_character]
+        out[slug] = {"name": character.name, "series": character.series.name,
+                     "images": [image_urls(image) for image in images]}
+    return out

@@ -2,11 +2,12 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from .api import DATABASE_DOWN, error_body
+from .charts import ChartLibraryMissing, plotly_js_bytes, plotly_version
 from .throttling import LoginRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -62,3 +63,20 @@ def server_error(request, template_name="500.html"):
         return JsonResponse(error_body("server_error", "The server failed to answer this request; the error is "
                                        "in the server log."), status=500)
     return defaults.server_error(request, template_name)
+
+
+def plotly_js(request, version: str):
+    """The chart library, served by Kyara itself under a versioned URL (cached for good, gzipped)."""
+    if version != plotly_version():
+        raise Http404("Unknown chart library version.")
+    try:
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        body = plotly_js_bytes(gzipped)
+    except ChartLibraryMissing as exc:
+        return HttpResponse(f"console.error({str(exc)!r});", content_type="text/javascript", status=503)
+    response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
+    if gzipped:
+        response["Content-Encoding"] = "gzip"
+    response["Vary"] = "Accept-Encoding"
+    response["Cache-Control"] = "public, max-age=31536000, immutable"  # the URL changes with the version
+    return response

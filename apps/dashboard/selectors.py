@@ -1,39 +1,12 @@
 """Reads the pages need across apps. Each app's own selectors do the work; these put them together."""
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
-
 from apps.characters.models import Character, Image
-from apps.characters.selectors import dataset_stats
+from apps.characters.selectors import dataset_stats, image_urls
 from apps.crawling.models import CrawlJob
 from apps.crawling.selectors import crawl_jobs_with_relations
 from apps.inference.models import ModelAlias
 from apps.training.models import TrainingJob
-
-EXAMPLES_MAX_CHARACTERS = 20
-
-
-def image_urls(image: Image) -> dict:
-    full = image.file.url if image.file else ""
-    thumb = default_storage.url(image.thumbnail) if image.thumbnail else full
-    return {"id": image.pk, "thumbnail": thumb, "url": full}
-
-
-def example_images(slugs: list[str], *, per_character: int = 4) -> dict[str, dict]:
-    """A few approved pictures of each character (newest first): what the predict page shows beside
-    a prediction, so a person can judge it."""
-    slugs = list(dict.fromkeys(s for s in slugs if s))[:EXAMPLES_MAX_CHARACTERS]
-    found = {c.slug: c for c in Character.objects.select_related("series").filter(slug__in=slugs)}
-    out = {}
-    for slug in slugs:
-        character = found.get(slug)
-        if character is None:
-            out[slug] = {"name": slug, "series": None, "images": []}
-            continue
-        images = Image.objects.filter(character=character, status=Image.Status.APPROVED).order_by("-id")[:per_character]
-        out[slug] = {"name": character.name, "series": character.series.name,
-                     "images": [image_urls(image) for image in images]}
-    return out
 
 
 def home_summary() -> dict:

@@ -124,3 +124,23 @@ def character_slug_history(slug: str) -> dict:
     if character is None:
         raise ServiceError("unknown_character", f"No character {slug!r}.", status_code=404)
     return {"character": slug, **character_history(character_ids=[character.pk])[character.pk]}
+
+
+def runs_with_relations():
+    return EvaluationRun.objects.select_related("model_version", "dataset_version").order_by("-created_at", "-id")
+
+
+def latest_succeeded_run() -> EvaluationRun | None:
+    return runs_with_relations().filter(status=EvaluationRun.Status.SUCCEEDED).first()
+
+
+def latest_character_metrics() -> tuple[EvaluationRun | None, dict[str, dict]]:
+    """The latest succeeded run and, per character slug, its accuracy and tier in that run."""
+    run = latest_succeeded_run()
+    if run is None:
+        return None, {}
+    quality = {}
+    for row in run.characters.filter(support__gt=0):
+        quality[row.label] = {"accuracy": row.accuracy, "tier": row.tier, "tier_name": row.tier_name,
+                              "low_support": row.low_support, "target": row.target}
+    return run, quality

@@ -266,10 +266,10 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("KYARA_CORS_ALLOW_ALL", False)
 
-# The pages' own log-in (apps/dashboard); the admin keeps its own.
+# The pages' own log-in (config/urls.py); the admin keeps its own.
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
-LOGOUT_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "dashboard:home"
 
 # --- Images and ingest ---------------------------------------------------------------------------
 KYARA_MIN_IMAGE_SIDE = env_int("KYARA_MIN_IMAGE_SIDE", 64)

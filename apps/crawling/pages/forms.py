@@ -1,4 +1,4 @@
-"""Forms of the pages' staff actions. They check input; the services decide and act."""
+"""The crawl pages' forms. They check input; the services decide and act."""
 from __future__ import annotations
 
 from django import forms
@@ -6,7 +6,6 @@ from django import forms
 from apps.characters.models import Character
 from apps.crawling.services import MAX_QUOTA
 from apps.crawling.sources import sources
-from apps.inference.models import ModelVersion
 
 
 class CrawlStartForm(forms.Form):
@@ -25,15 +24,3 @@ class CrawlStartForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["source"].choices = [(name, name) for name in sources.names()]
-
-
-class AliasSetForm(forms.Form):
-    alias = forms.SlugField(max_length=60, initial="default")
-    version = forms.ModelChoiceField(queryset=ModelVersion.objects.order_by("-created_at", "-id"),
-                                     to_field_name="name", empty_label=None)
-    why = forms.CharField(max_length=500, required=False)
-    force = forms.BooleanField(required=False, help_text="Override the promotion gate.")
-
-
-class AliasRollbackForm(forms.Form):
-    why = forms.CharField(max_length=500, required=False)

@@ -1,34 +1,14 @@
-"""What the pages read from the evaluation app, shaped for tables and charts."""
+"""What the evaluation pages show, shaped for tables and charts."""
 from __future__ import annotations
 
+from apps.characters.models import Character
+from apps.characters.selectors import example_images
 from apps.evaluation import selectors as evaluation_selectors
 from apps.evaluation.models import URGENT_FIRST, EvaluationRun
-
-from .selectors import example_images
 
 TIER_COLORS = {1: "#dc2626", 2: "#f97316", 3: "#eab308"}
 MEASURED_COLOR = "#16a34a"  # measured, no tier: good enough
 LOW_SUPPORT_COLOR = "#94a3b8"
-
-
-def runs_with_relations():
-    return EvaluationRun.objects.select_related("model_version", "dataset_version").order_by("-created_at", "-id")
-
-
-def latest_succeeded_run() -> EvaluationRun | None:
-    return runs_with_relations().filter(status=EvaluationRun.Status.SUCCEEDED).first()
-
-
-def latest_character_metrics() -> tuple[EvaluationRun | None, dict[str, dict]]:
-    """The latest succeeded run and, per character slug, its accuracy and tier in that run."""
-    run = latest_succeeded_run()
-    if run is None:
-        return None, {}
-    quality = {}
-    for row in run.characters.filter(support__gt=0):
-        quality[row.label] = {"accuracy": row.accuracy, "tier": row.tier, "tier_name": row.tier_name,
-                              "low_support": row.low_support, "target": row.target}
-    return run, quality
 
 
 def tier_color(row) -> str:
@@ -82,8 +62,6 @@ def run_page(run: EvaluationRun) -> dict:
 def compare_page(*, base: EvaluationRun, other: EvaluationRun) -> dict:
     """Two runs side by side (the evaluation app's comparison), with display names."""
     result = evaluation_selectors.evaluation_runs_compare(base=base, other=other)
-    from apps.characters.models import Character
-
     names = dict(Character.objects.filter(slug__in=[r["character"] for r in result["characters"]])
                  .values_list("slug", "name"))
     for row in result["characters"]:

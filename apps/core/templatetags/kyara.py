@@ -5,7 +5,7 @@ from django import template
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ..charts import plotly_version
+from apps.core.charts import plotly_version
 
 register = template.Library()
 
