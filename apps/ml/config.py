@@ -21,10 +21,17 @@ MONITORS = ("val_accuracy", "val_loss")
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot run; ``problems`` lists every reason, the message joins them."""
+    """A configuration that cannot run; ``problems`` lists every reason, the message joins them.
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+    ``by_field`` files each reason under the setting it is about, so a form can show it next to that field
+    (a reason about no one setting, such as an unknown key, is filed under that key's name all the same).
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = [message for _, message in problems]
+        self.by_field: dict[str, list[str]] = {}
+        for name, message in problems:
+            self.by_field.setdefault(name, []).append(message)
         super().__init__("; ".join(self.problems))
 
 
@@ -72,7 +79,8 @@ class TrainConfig:
         """Build and validate; unknown keys and bad values are refused with every problem listed."""
         data = dict(data or {})
         known = {f.name: f for f in fields(cls)}
-        problems = [f"unknown setting {key!r} (known: {', '.join(sorted(known))})" for key in data if key not in known]
+        problems = [(key, f"unknown setting {key!r} (known: {', '.join(sorted(known))})")
+                    for key in data if key not in known]
         values = {}
         for key, raw in data.items():
             if key not in known:
@@ -81,70 +89,76 @@ class TrainConfig:
             try:
                 values[key] = None if raw is None and key in RECIPE_KEYS else _coerce(raw, default)
             except (TypeError, ValueError):
-                problems.append(f"{key} must be a {type(default).__name__}, got {raw!r}")
+                problems.append((key, f"{key} must be a {type(default).__name__}, got {raw!r}"))
         config = cls(**values)
-        problems += config.problems()
+        problems += config.field_problems()
         if problems:
             raise ConfigError(problems)
         return config
 
-    def problems(self) -> list[str]:
-        out = []
+    def field_problems(self) -> list[tuple[str, str]]:
+        """Every reason this config cannot run, as (setting, message)."""
+        out: list[tuple[str, str]] = []
         if self.architecture not in architectures:
-            out.append(f"unknown architecture {self.architecture!r} (known: {', '.join(architectures.names())})")
+            out.append(("architecture", f"unknown architecture {self.architecture!r} "
+                                        f"(known: {', '.join(architectures.names())})"))
         if self.image_size and not 16 <= self.image_size <= 1024:
-            out.append(f"image_size must be between 16 and 1024 pixels, got {self.image_size}")
+            out.append(("image_size", f"image_size must be between 16 and 1024 pixels, got {self.image_size}"))
         if self.epochs < 1:
-            out.append(f"epochs must be at least 1, got {self.epochs}")
+            out.append(("epochs", f"epochs must be at least 1, got {self.epochs}"))
         if self.batch_size < 1:
-            out.append(f"batch_size must be at least 1, got {self.batch_size}")
+            out.append(("batch_size", f"batch_size must be at least 1, got {self.batch_size}"))
         lr = RECIPES["finetune"]["lr"] if self.lr is None else self.lr
         if not 0 < lr < 10:
-            out.append(f"lr must be a positive learning rate below 10, got {lr}")
+            out.append(("lr", f"lr must be a positive learning rate below 10, got {lr}"))
         elif self.min_lr < 0 or (self.lr is not None and self.min_lr > self.lr):
-            out.append(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
+            out.append(("min_lr", f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}"))
         if self.weight_decay is not None and self.weight_decay < 0:
-            out.append(f"weight_decay cannot be negative, got {self.weight_decay}")
+            out.append(("weight_decay", f"weight_decay cannot be negative, got {self.weight_decay}"))
         if self.warmup_epochs is not None and self.epochs >= 1 and not 0 <= self.warmup_epochs < self.epochs:
-            out.append(f"warmup_epochs must be between 0 and epochs - 1, got {self.warmup_epochs}")
+            out.append(("warmup_epochs",
+                        f"warmup_epochs must be between 0 and epochs - 1, got {self.warmup_epochs}"))
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
-            out.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            out.append(("label_smoothing", f"label_smoothing must be in [0, 1), got {self.label_smoothing}"))
         if self.class_weighting is not None and not 0 <= self.class_weighting <= 1:
-            out.append(f"class_weighting must be in [0, 1], got {self.class_weighting}")
+            out.append(("class_weighting", f"class_weighting must be in [0, 1], got {self.class_weighting}"))
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            out.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            out.append(("ema_decay", f"ema_decay must be in [0, 1), got {self.ema_decay}"))
         if self.patience is not None and self.patience < 0:
-            out.append(f"patience cannot be negative, got {self.patience}")
+            out.append(("patience", f"patience cannot be negative, got {self.patience}"))
         if not 0 < self.scale_min <= 1:
-            out.append(f"scale_min must be in (0, 1], got {self.scale_min}")
+            out.append(("scale_min", f"scale_min must be in (0, 1], got {self.scale_min}"))
         if not 0 <= self.hflip <= 1:
-            out.append(f"hflip is a probability in [0, 1], got {self.hflip}")
+            out.append(("hflip", f"hflip is a probability in [0, 1], got {self.hflip}"))
         if not 0 <= self.rotation <= 180:
-            out.append(f"rotation must be 0-180 degrees, got {self.rotation}")
+            out.append(("rotation", f"rotation must be 0-180 degrees, got {self.rotation}"))
         if not 0 <= self.color_jitter <= 1:
-            out.append(f"color_jitter must be in [0, 1], got {self.color_jitter}")
-        if self.workers < 0 or self.threads < 0:
-            out.append("workers and threads cannot be negative")
+            out.append(("color_jitter", f"color_jitter must be in [0, 1], got {self.color_jitter}"))
+        for name in ("workers", "threads"):
+            if getattr(self, name) < 0:
+                out.append((name, f"{name} cannot be negative, got {getattr(self, name)}"))
         for name, value, choices in (("optimizer", self.optimizer or "adam", OPTIMIZERS),
                                      ("recipe", self.recipe, RECIPE_CHOICES), ("scheduler", self.scheduler, SCHEDULERS),
                                      ("monitor", self.monitor, MONITORS), ("device", self.device, DEVICE_CHOICES),
                                      ("precision", self.precision, PRECISION_CHOICES),
                                      ("channels_last", self.channels_last, ("auto", "on", "off"))):
             if value not in choices and not (name == "device" and str(value).startswith("cuda:")):
-                out.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+                out.append((name, f"{name} must be one of {', '.join(choices)}, got {value!r}"))
         out += self._weights_problems()
         return out
 
-    def _weights_problems(self) -> list[str]:
+    def _weights_problems(self) -> list[tuple[str, str]]:
         weights = (self.weights or "none").strip()
         if weights.lower() in ("none", "imagenet", "auto"):
             if weights.lower() == "imagenet" and self.architecture in architectures:
                 choices = architectures.get(self.architecture).weight_choices
                 if "imagenet" not in choices:
-                    return [f"architecture {self.architecture!r} has no ImageNet weights; use none or a local file"]
+                    return [("weights", f"architecture {self.architecture!r} has no ImageNet weights; use none or a "
+                             "local file")]
             return []
         if not Path(os.path.expanduser(weights)).is_file():
-            return [f"weights must be auto, none, imagenet or the path of a local file; {weights!r} is not a file"]
+            return [("weights", f"weights must be auto, none, imagenet or the path of a local file; {weights!r} is "
+                     "not a file")]
         return []
 
     def resolved(self, weights_source: str) -> TrainConfig:
@@ -157,7 +171,7 @@ class TrainConfig:
         if "warmup_epochs" in values:
             values["warmup_epochs"] = min(values["warmup_epochs"], max(self.epochs - 1, 0))
         config = dataclasses.replace(self, recipe=recipe, **values)
-        problems = config.problems()
+        problems = config.field_problems()
         if problems:
             raise ConfigError(problems)
         return config
