@@ -113,10 +113,9 @@ def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime:
 
 
 class PredictorCache:
-    def __init__(self, *, choose_runtime: Callable[[ModelVersion], dict | None] | None = None,
-                 record_availability: Callable[..., None] | None = None) -> None:
-        self.choose_runtime = choose_runtime
-        self.record_availability = record_availability
+    def __init__(self) -> None:
+        self.choose_runtime: Callable[[ModelVersion], dict | None] | None = None  # set by connect()
+        self.record_availability: Callable[..., None] | None = None
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, LoadedModel] = OrderedDict()
         self._load_locks: dict[tuple, threading.Lock] = {}

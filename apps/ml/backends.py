@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .machine import cpu_count, native_bf16  # noqa: F401 - cpu_count is used through this module too
+from .machine import native_bf16
 
 logger = logging.getLogger(__name__)
 

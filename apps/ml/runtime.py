@@ -33,9 +33,10 @@ from torch import nn
 
 from . import backends
 from .artifacts import ArtifactError, load_serving_artifact
-from .backends import CANDIDATES, OnnxBackend, TorchBackend, Unavailable, export_onnx  # noqa: F401 - re-exported
+from .backends import CANDIDATES, TorchBackend
 from .digests import file_sha256, weights_digest
 from .images import ImageRejected, decode_eval_crop
+from .machine import cpu_count
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +132,6 @@ class MicroBatcher:
                 slot["done"].set()
 
 
-def median_ms(fn, batch: np.ndarray, rounds: int) -> float:
-    fn(batch)  # warm-up (allocations, kernel choice)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn(batch)
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
-
-
 # --- The predictor -------------------------------------------------------------------------------
 
 @dataclass
@@ -233,7 +224,7 @@ class Predictor:
         # Single requests: 1 thread each (concurrent requests use the other cores); OpenVINO needs as many
         # streams as requests may run at once, ONNX Runtime and PyTorch run on the caller's thread.
         single = self.build_backend(name, threads=self.threads,
-                                    streams=max(1, backends.cpu_count() // max(1, self.threads)))
+                                    streams=max(1, cpu_count() // max(1, self.threads)))
         batch = single
         if self.batch_threads != self.threads and name not in ("torch", "cuda-fp16"):
             batch = self.build_backend(name, threads=self.batch_threads, streams=1)

@@ -31,7 +31,7 @@ import numpy as np
 from . import backends
 from .backends import CANDIDATES, PRECISION, REFERENCE, Unavailable
 from .images import ImageRejected
-from .machine import machine_fingerprint
+from .machine import cpu_count, machine_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
             logger.exception("int8 quantisation failed")
             int8 = {"error": f"quantisation failed: {exc}"}
     built: dict[str, tuple] = {}
-    streams = max(1, backends.cpu_count() // max(1, predictor.threads))
+    streams = max(1, cpu_count() // max(1, predictor.threads))
     for name, row in rows.items():
         try:
             one = predictor.build_backend(name, threads=predictor.threads, streams=streams)
