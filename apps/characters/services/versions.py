@@ -116,20 +116,39 @@ def leak_report(rows: list[_Row], splits: dict[int, str], max_distance: int) -> 
             "leaks": len(pairs) + len(split_posts)}
 
 
-def dataset_version_freeze(
-    *,
-    name: str,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
-    min_images: int = 6,
-    notes: str = "",
-    created_by: AbstractBaseUser | None = None,
-) -> DatasetVersion:
-    if not name.strip():
-        raise ServiceError("invalid_name", "A dataset version needs a name.")
-    if DatasetVersion.objects.filter(name=name).exists():
-        raise ServiceError("name_taken", f"A dataset version named {name!r} already exists; pick another name.")
+@dataclass
+class FreezePlan:
+    """What a freeze with these parameters would make, computed without writing anything: the images and
+    their splits, the leak report, the characters left out. The freeze saves it; the pages preview it."""
+
+    params: dict
+    rows: list[_Row]
+    splits: dict[int, str]  # row index → split
+    slugs: dict[int, str]  # character id → slug
+    excluded: dict[str, str]
+    report: dict
+
+    def items(self) -> list[tuple[int, int, str]]:
+        """(image id, character id, split) of every image the version would hold."""
+        return [(self.rows[i].image_id, self.rows[i].character_id, s) for i, s in self.splits.items()]
+
+    def counts(self) -> dict:
+        split_counts = Counter(self.splits.values())
+        per_character: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
+        for i, s in self.splits.items():
+            per_character[self.slugs[self.rows[i].character_id]][s] += 1
+        return {"splits": {s: split_counts.get(s, 0) for s in SPLITS}, "characters": dict(per_character),
+                "num_characters": len(per_character)}
+
+    def content_hash(self) -> str:
+        manifest = sorted(f"{self.rows[i].sha256}\t{self.slugs[self.rows[i].character_id]}\t{s}"
+                          for i, s in self.splits.items())
+        return hashlib.sha256("\n".join(manifest).encode()).hexdigest()
+
+
+def dataset_version_plan(*, val: float = 0.15, test: float = 0.15, seed: int = 0, min_images: int = 6) -> FreezePlan:
+    """Split today's trainable images (stratified per character, near-duplicates and posts kept together) and
+    check the split for leaks. Reads only."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ServiceError("invalid_fractions", "val and test must be fractions with val + test < 1.")
     max_distance = settings.KYARA_NEAR_DUPLICATE_DISTANCE
@@ -162,28 +181,39 @@ def dataset_version_freeze(
     for character_id, components in sorted(by_character.items()):
         rng = random.Random(f"{seed}:{slugs[character_id]}")
         splits.update(_assign(components, fractions, rng))
-    report = leak_report(rows, splits, max_distance)
+    return FreezePlan(params={"val": val, "test": test, "seed": seed, "min_images": min_images,
+                              "max_distance": max_distance},
+                      rows=rows, splits=splits, slugs=slugs, excluded=excluded,
+                      report=leak_report(rows, splits, max_distance))
+
+
+def dataset_version_freeze(
+    *,
+    name: str,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    min_images: int = 6,
+    notes: str = "",
+    created_by: AbstractBaseUser | None = None,
+) -> DatasetVersion:
+    if not name.strip():
+        raise ServiceError("invalid_name", "A dataset version needs a name.")
+    if DatasetVersion.objects.filter(name=name).exists():
+        raise ServiceError("name_taken", f"A dataset version named {name!r} already exists; pick another name.")
+    plan = dataset_version_plan(val=val, test=test, seed=seed, min_images=min_images)
+    report = plan.report
     if report["leaks"]:
         raise LeakError("leaks_found", f"The split would leak: {report['leaks']} cross-split pairs.", report=report)
-
-    manifest = sorted(f"{rows[i].sha256}\t{slugs[rows[i].character_id]}\t{s}" for i, s in splits.items())
-    content_hash = hashlib.sha256("\n".join(manifest).encode()).hexdigest()
-    split_counts = Counter(splits.values())
-    per_character: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
-    for i, s in splits.items():
-        per_character[slugs[rows[i].character_id]][s] += 1
-    counts = {"splits": {s: split_counts.get(s, 0) for s in SPLITS}, "characters": dict(per_character),
-              "num_characters": len(per_character)}
     with transaction.atomic():
         version = DatasetVersion.objects.create(
-            name=name, content_hash=content_hash, notes=notes, counts=counts, excluded=excluded,
+            name=name, content_hash=plan.content_hash(), notes=notes, counts=plan.counts(), excluded=plan.excluded,
             created_by=created_by if created_by and created_by.is_authenticated else None,
-            params={"val": val, "test": test, "seed": seed, "min_images": min_images, "max_distance": max_distance},
-            leak_report=report,
+            params=plan.params, leak_report=report,
         )
         DatasetItem.objects.bulk_create(
-            [DatasetItem(version=version, image_id=rows[i].image_id, character_id=rows[i].character_id, split=s)
-             for i, s in splits.items()],
+            [DatasetItem(version=version, image_id=image_id, character_id=character_id, split=split)
+             for image_id, character_id, split in plan.items()],
             batch_size=2000,
         )
     return version
