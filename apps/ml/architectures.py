@@ -9,16 +9,18 @@ imported only when a model is built or weights are read, so a process that never
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import shutil
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from apps.core.registry import Registry
+
+from .digests import file_sha256
 
 if TYPE_CHECKING:
     from torch import nn
@@ -177,52 +179,55 @@ def torchvision_cache_dir() -> Path:
 def sha_prefix_ok(path: Path, file_name: str) -> bool:
     """torchvision names its files ``<name>-<first hex digits of the sha256>.pth``."""
     prefix = file_name.rsplit("-", 1)[-1].split(".", 1)[0]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest().startswith(prefix)
+    return file_sha256(path).startswith(prefix)
 
 
-def download_imagenet(arch: Architecture, folder: Path, *, timeout: float = 30.0) -> Path:
-    """Fetch the architecture's ImageNet file into ``folder`` (checked against the hash in its name)."""
+def _require_imagenet(arch: Architecture) -> None:
     if not arch.imagenet_url:
         raise WeightsError(f"Architecture {arch.name!r} has no ImageNet weights.")
+
+
+def _place_weights(arch: Architecture, folder: Path, fill: Callable[[Path], None]) -> Path:
+    """Put the architecture's file into ``folder`` under torchvision's name, atomically: ``fill`` writes (and
+    checks) a temporary file beside it, renamed only when ``fill`` returns; a failure leaves nothing behind."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / arch.imagenet_file
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
-        with urllib.request.urlopen(arch.imagenet_url, timeout=timeout) as response, open(tmp, "wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-        if not sha_prefix_ok(tmp, arch.imagenet_file):
-            raise WeightsError(f"The file downloaded from {arch.imagenet_url} does not match its published hash.")
+        fill(tmp)
         tmp.replace(target)
-    except OSError as exc:
-        raise WeightsError(f"ImageNet weights could not be downloaded from {arch.imagenet_url}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return target
 
 
+def download_imagenet(arch: Architecture, folder: Path, *, timeout: float = 30.0) -> Path:
+    """Fetch the architecture's ImageNet file into ``folder`` (checked against the hash in its name)."""
+    _require_imagenet(arch)
+
+    def fetch(tmp: Path) -> None:
+        try:
+            with urllib.request.urlopen(arch.imagenet_url, timeout=timeout) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except OSError as exc:
+            raise WeightsError(f"ImageNet weights could not be downloaded from {arch.imagenet_url}: {exc}") from exc
+        if not sha_prefix_ok(tmp, arch.imagenet_file):
+            raise WeightsError(f"The file downloaded from {arch.imagenet_url} does not match its published hash.")
+
+    return _place_weights(arch, folder, fetch)
+
+
 def import_imagenet_file(arch: Architecture, source: Path, folder: Path) -> Path:
     """Copy a file fetched elsewhere into ``folder`` under torchvision's name, once its hash checks out."""
     source = Path(source)
-    if not arch.imagenet_url:
-        raise WeightsError(f"Architecture {arch.name!r} has no ImageNet weights.")
+    _require_imagenet(arch)
     if not source.is_file():
         raise WeightsError(f"{source} is not a file.")
     if not sha_prefix_ok(source, arch.imagenet_file):
         raise WeightsError(f"{source} is not {arch.imagenet_file}: its sha256 does not start with the digits in "
                            "that name. Download it again from " + arch.imagenet_url)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / arch.imagenet_file
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    return target
+    return _place_weights(arch, folder, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def choose_weights(architecture: str, requested: str, *, weights_dir: Path | None = None, download: bool = False,
