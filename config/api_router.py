@@ -7,4 +7,5 @@ api_v1 = [
     path("", include("apps.training.api.urls")),
     path("", include("apps.inference.api.urls")),
     path("", include("apps.evaluation.api.urls")),
+    path("", include("apps.review.api.urls")),
 ]

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "apps.inference",
     "apps.training",
     "apps.evaluation",
+    "apps.review",
     "apps.dashboard",
 ]
 
