@@ -212,15 +212,10 @@ class Predictor:
         return backends.build(name, model=self.model, onnx_path=graph, int8_path=self.int8_path, threads=threads,
                               streams=streams, cache_dir=self.cache_dir)
 
-    def _build(self, name: str):
-        """(single-image backend, batch backend): the same runtime, the batch one on ``batch_threads``."""
-        if name == "auto":
-            try:
-                return self._build("onnxruntime")
-            except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks: eager still works
-                logger.warning("ONNX Runtime unavailable for this model (%s); serving with eager PyTorch", exc)
-                self.info["onnx_error"] = str(exc)
-                return self.eager, self.eager
+    def runtime_pair(self, name: str):
+        """(single-image backend, batch backend) of the runtime ``name``, built as serving runs it: the batch one
+        on ``batch_threads`` (the single one itself when those are its threads, or for eager runtimes).
+        ``Unavailable`` when this machine cannot run it. ``apps.ml.runtime_choice`` times exactly these."""
         # Single requests: 1 thread each (concurrent requests use the other cores); OpenVINO needs as many
         # streams as requests may run at once, ONNX Runtime and PyTorch run on the caller's thread.
         single = self.build_backend(name, threads=self.threads,
@@ -229,6 +224,17 @@ class Predictor:
         if self.batch_threads != self.threads and name not in ("torch", "cuda-fp16"):
             batch = self.build_backend(name, threads=self.batch_threads, streams=1)
         return single, batch
+
+    def _build(self, name: str):
+        """The runtime pair to serve with; ``auto`` is ONNX Runtime fp32, else eager PyTorch."""
+        if name != "auto":
+            return self.runtime_pair(name)
+        try:
+            return self.runtime_pair("onnxruntime")
+        except Exception as exc:  # noqa: BLE001 - no onnxruntime, an op it lacks: eager still works
+            logger.warning("ONNX Runtime unavailable for this model (%s); serving with eager PyTorch", exc)
+            self.info["onnx_error"] = str(exc)
+            return self.eager, self.eager
 
     @property
     def backend_name(self) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 from . import backends
 from .backends import CANDIDATES, PRECISION, REFERENCE, Unavailable
 from .images import ImageRejected
-from .machine import cpu_count, machine_fingerprint
+from .machine import machine_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +169,9 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
             logger.exception("int8 quantisation failed")
             int8 = {"error": f"quantisation failed: {exc}"}
     built: dict[str, tuple] = {}
-    streams = max(1, cpu_count() // max(1, predictor.threads))
     for name, row in rows.items():
         try:
-            one = predictor.build_backend(name, threads=predictor.threads, streams=streams)
-            many = one if name in ("torch", "cuda-fp16") else predictor.build_backend(
-                name, threads=predictor.batch_threads, streams=1)
-            built[name] = (one, many)
+            built[name] = predictor.runtime_pair(name)  # what serving would run: timed as it would serve
         except Unavailable as exc:
             row.update(status="skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot take this graph is skipped, with why
