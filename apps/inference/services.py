@@ -219,16 +219,12 @@ def _int8_in_place(version: ModelVersion, record: dict) -> bool:
 
 
 def _reference_predictor(version: ModelVersion):
-    """The version's model as eager fp32, with this process's serving threads and graph caches."""
-    from apps.ml.runtime import Predictor, load_model
+    """The version's model as eager fp32, loaded as this process serves (threads, limits, graph caches), not
+    warmed: the runtimes it builds are judged and timed against it."""
+    from apps.ml.runtime import load_predictor
 
-    model, meta, sha = load_model(version.artifact_path, expected_sha256=version.artifact_sha256)
-    options = serving_options()
-    return Predictor(model=model, labels=meta.labels, input_size=meta.input_size, normalization=meta.normalization,
-                     backend="torch", threads=options["threads"], batch_threads=options["batch_threads"],
-                     onnx_path=options["onnx_cache_dir"] / f"{sha}.onnx",
-                     cache_dir=options["onnx_cache_dir"] / "openvino", max_pixels=options["max_pixels"],
-                     min_side=options["min_side"])
+    return load_predictor(version.artifact_path, expected_sha256=version.artifact_sha256, backend="torch", warm=False,
+                          **{**serving_options(), "microbatch": False})
 
 
 def model_version_runtime_choose(version, *, where: str = "first load", again: bool = False,
