@@ -147,10 +147,10 @@ def setup_platform(data_dir: Path, threads: int, batch_threads: int, data: Path,
     django.setup()
     import torch
     from django.conf import settings
-    from django.core.files.storage import default_storage
     from django.core.management import call_command
 
     from apps.characters.models import DatasetVersion
+    from apps.core.storage import read_stored
     from apps.inference.services import model_alias_set, model_version_register, model_version_runtime_choose
     from apps.ml.architectures import architectures, count_parameters
     from apps.ml.artifacts import save_serving_artifact
@@ -166,10 +166,6 @@ def setup_platform(data_dir: Path, threads: int, batch_threads: int, data: Path,
     index = {slug: i for i, slug in enumerate(labels)}
     train = [item for item in items if item.split == "train"]
 
-    def read(name: str) -> bytes:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
-
     arch = architectures.get("mobilenet_v2")
     torch.manual_seed(0)
     torch.set_num_threads(max(threads, batch_threads))
@@ -183,7 +179,7 @@ def setup_platform(data_dir: Path, threads: int, batch_threads: int, data: Path,
     else:
         size = image_size or 224
         model = arch.build(len(labels), weights="none")
-        crops = [decode_eval_crop(read(item.image.file.name), image_size=size, max_pixels=10**8) for item in train]
+        crops = [decode_eval_crop(read_stored(item.image.file.name), image_size=size, max_pixels=10**8) for item in train]
         fit_head(model, crops, [index[item.character.slug] for item in train], arch.normalization, len(labels))
     model.eval()
     torch.set_num_threads(threads)  # eager PyTorch is timed with the serving threads, as the naive reference

@@ -2,12 +2,14 @@
 calibrated on, what is served, whether this process is ready."""
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.conf import settings
 from django.core.cache import cache
 
 from apps.core.api import DATABASE_DOWN, ServiceError
+from apps.core.storage import read_stored
 
 from .loading import predictor_cache  # torch-free: the runtime is imported when a model loads
 from .models import AliasChange, ModelAlias, ModelVersion
@@ -74,8 +76,6 @@ def _version_images(version: ModelVersion, split: str, limit: int) -> list[tuple
     version's dataset version, spread evenly over the split (ordered by item id: the same ones every time)."""
     if version.dataset_version_id is None or limit <= 0:
         return []
-    from django.core.files.storage import default_storage
-
     index = {slug: i for i, slug in enumerate(version.labels)}
     items = list(version.dataset_version.items.filter(split=split).order_by("id")
                  .values_list("image__file", "character__slug"))
@@ -83,14 +83,7 @@ def _version_images(version: ModelVersion, split: str, limit: int) -> list[tuple
     if len(items) > limit:
         step = len(items) / limit
         items = [items[int(i * step)] for i in range(limit)]
-
-    def reader(name: str):
-        def read() -> bytes:
-            with default_storage.open(name, "rb") as handle:
-                return handle.read()
-        return read
-
-    return [(reader(name), label) for name, label in items]
+    return [(functools.partial(read_stored, name), label) for name, label in items]
 
 
 def guard_images(version: ModelVersion) -> list[tuple[object, int]]:

@@ -2,6 +2,7 @@
 dicts back into rows. Runs in its own process (or one per rank under torchrun)."""
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -10,9 +11,9 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from apps.core.jobs import JobWatcher
+from apps.core.storage import read_stored
 from apps.inference.loading import load_serving_predictor
 from apps.ml import distributed
 from apps.ml.checkpoints import LAST, load_checkpoint
@@ -26,14 +27,6 @@ from .models import TrainingJob
 logger = logging.getLogger(__name__)
 
 
-def _reader(name: str):
-    def read() -> bytes:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
-
-    return read
-
-
 def job_samples(job: TrainingJob) -> tuple[list[str], dict[str, list[Sample]]]:
     """Class names (character slugs, sorted) and the samples of each split, from the frozen manifest."""
     items = list(job.dataset_version.items.select_related("image", "character").order_by("id"))
@@ -42,7 +35,7 @@ def job_samples(job: TrainingJob) -> tuple[list[str], dict[str, list[Sample]]]:
     splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for item in items:
         splits[item.split].append(Sample(key=item.image.file.name, label=index[item.character.slug],
-                                         read=_reader(item.image.file.name)))
+                                         read=functools.partial(read_stored, item.image.file.name)))
     return class_names, splits
 
 

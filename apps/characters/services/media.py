@@ -27,6 +27,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
+from apps.core.storage import read_stored
+
 from ..imaging import ImageRejected, decode_image, make_thumbnail
 from ..models import Image
 from .curation import image_reject
@@ -100,8 +102,7 @@ def _thumbnail_problem(image: Image) -> str:
     try:
         if not default_storage.exists(image.thumbnail):
             return THUMB_MISSING
-        with default_storage.open(image.thumbnail, "rb") as handle:
-            PILImage.open(io.BytesIO(handle.read())).verify()
+        PILImage.open(io.BytesIO(read_stored(image.thumbnail))).verify()
     except Exception:  # noqa: BLE001 - any failure to read or decode means it must be made again
         return THUMB_BROKEN
     return ""
@@ -137,10 +138,8 @@ def _restore(broken: dict[str, tuple[Image, MediaProblem]], sources: list[Path])
 
 
 def _make_thumbnail(image: Image) -> bool:
-    with default_storage.open(image.file.name, "rb") as handle:
-        content = handle.read()
     try:
-        decoded = decode_image(content, max_pixels=settings.KYARA_MAX_IMAGE_PIXELS, min_side=1)
+        decoded = decode_image(read_stored(image.file.name), max_pixels=settings.KYARA_MAX_IMAGE_PIXELS, min_side=1)
     except ImageRejected:
         return False
     path = _store(media_path(image.sha256, "webp", prefix="thumbs"),
