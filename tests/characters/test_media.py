@@ -23,17 +23,11 @@ from tests.conftest import ROOT, make_image_bytes
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def media(settings, tmp_path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
+def stored(media_root: Path, image: Image) -> Path:
+    return media_root / image.file.name
 
 
-def stored(media: Path, image: Image) -> Path:
-    return media / image.file.name
-
-
-def test_a_write_cut_short_leaves_nothing_under_the_final_name_and_the_next_ingest_stores_it_whole(media, tmp_path):
+def test_a_write_cut_short_leaves_nothing_under_the_final_name_and_the_next_ingest_stores_it_whole(media_root, tmp_path):
     data = make_image_bytes(1, size=(400, 400))
     sha = hashlib.sha256(data).hexdigest()
     source = tmp_path / "picture.png"
@@ -45,7 +39,7 @@ sys.path.insert(0, {str(ROOT)!r})
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
 import django; django.setup()
 from django.conf import settings
-settings.MEDIA_ROOT = {str(media)!r}
+settings.MEDIA_ROOT = {str(media_root)!r}
 from apps.characters.services.ingest import _store, media_path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({len(data) // 2}, resource.RLIM_INFINITY))
@@ -59,18 +53,18 @@ except OSError as exc:
     child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "KYARA_DATA_DIR": str(tmp_path)})
     assert child.returncode == 3, child.stdout + child.stderr
-    final = media / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
+    final = media_root / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
     assert not final.exists()
     assert list(final.parent.iterdir()) == []  # nor a temporary file left behind
 
     result = image_ingest(data=data, source_kind="upload")
-    assert result.outcome == "new" and stored(media, result.image).read_bytes() == data
+    assert result.outcome == "new" and stored(media_root, result.image).read_bytes() == data
 
 
-def test_an_existing_file_is_reused_only_when_it_is_the_same_bytes(media):
+def test_an_existing_file_is_reused_only_when_it_is_the_same_bytes(media_root):
     data = make_image_bytes(2, size=(300, 300))
     sha = hashlib.sha256(data).hexdigest()
-    final = media / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
+    final = media_root / "images" / sha[:2] / sha[2:4] / f"{sha}.png"
     final.parent.mkdir(parents=True)
     final.write_bytes(data[: len(data) // 2])  # left by a killed worker before its row was written
     result = image_ingest(data=data, source_kind="upload")
@@ -85,12 +79,12 @@ def test_an_existing_file_is_reused_only_when_it_is_the_same_bytes(media):
     assert oct(final.stat().st_mode & 0o777) == "0o644"
 
 
-def test_the_same_bytes_again_restore_a_lost_file(media):
+def test_the_same_bytes_again_restore_a_lost_file(media_root):
     data = make_image_bytes(3)
     image = image_ingest(data=data, source_kind="upload").image
-    stored(media, image).unlink()
+    stored(media_root, image).unlink()
     again = image_ingest(data=data, source_kind="upload")
-    assert again.outcome == "exact_duplicate" and stored(media, image).read_bytes() == data
+    assert again.outcome == "exact_duplicate" and stored(media_root, image).read_bytes() == data
 
 
 def run_check(*args) -> tuple[int, dict]:
@@ -103,13 +97,13 @@ def run_check(*args) -> tuple[int, dict]:
     return code, json.loads(out.getvalue())
 
 
-def test_check_media_lists_and_repairs(media, tmp_path, character, staff_user):
+def test_check_media_lists_and_repairs(media_root, tmp_path, character, staff_user):
     datas = [make_image_bytes(10 + i, size=(120, 120)) for i in range(4)]
     images = [image_ingest(data=d, source_kind="import", character=character).image for d in datas]
     ok, gone, cut, thumbless = images
-    stored(media, gone).unlink()
-    stored(media, cut).write_bytes(datas[2][:100])
-    (media / thumbless.thumbnail).write_bytes(b"not a webp")
+    stored(media_root, gone).unlink()
+    stored(media_root, cut).write_bytes(datas[2][:100])
+    (media_root / thumbless.thumbnail).write_bytes(b"not a webp")
     backup = tmp_path / "backup"
     backup.mkdir()
     (backup / "copy-of-gone.png").write_bytes(datas[1])  # a copy of the lost one, under any name
@@ -125,21 +119,21 @@ def test_check_media_lists_and_repairs(media, tmp_path, character, staff_user):
     assert code == 0, report
     assert {p["image"]: p["repaired"] for p in report["problems"]} == {
         gone.pk: "restored", cut.pk: "rejected", thumbless.pk: "thumbnail_made"}
-    assert stored(media, gone).read_bytes() == datas[1]
-    assert not stored(media, cut).exists()  # not the bytes it names: deleted, never served
+    assert stored(media_root, gone).read_bytes() == datas[1]
+    assert not stored(media_root, cut).exists()  # not the bytes it names: deleted, never served
     cut.refresh_from_db()
     assert (cut.status, cut.reason) == ("rejected", "file_missing")
     assert ImageEvent.objects.filter(image=cut, reason="file_missing").exists()
-    assert stored(media, ok).read_bytes() == datas[0]
+    assert stored(media_root, ok).read_bytes() == datas[0]
     from PIL import Image as PILImage
 
-    assert PILImage.open(media / thumbless.thumbnail).format == "WEBP"
+    assert PILImage.open(media_root / thumbless.thumbnail).format == "WEBP"
 
     # Known losses no longer fail the check; ingesting the lost bytes again restores the file.
     code, report = run_check()
     assert code == 0 and report["problems"] == [] and report["known_missing"] == 1
     image_ingest(data=datas[2], source_kind="import", character=character)
-    assert stored(media, cut).read_bytes() == datas[2]
+    assert stored(media_root, cut).read_bytes() == datas[2]
 
 
 def _aged(path: Path, seconds: float) -> Path:
@@ -148,18 +142,18 @@ def _aged(path: Path, seconds: float) -> Path:
     return path
 
 
-def test_check_media_lists_and_removes_stray_files_past_the_grace(media, character):
+def test_check_media_lists_and_removes_stray_files_past_the_grace(media_root, character):
     kept = image_ingest(data=make_image_bytes(20), source_kind="import", character=character).image
     # What killed ingests leave: a whole file under its final name whose row was never committed (and its
     # thumbnail), and a temporary file whose write never reached the rename.
     data = make_image_bytes(21)
     sha = hashlib.sha256(data).hexdigest()
-    folder = media / "images" / sha[:2] / sha[2:4]
+    folder = media_root / "images" / sha[:2] / sha[2:4]
     folder.mkdir(parents=True)
     orphan = folder / f"{sha}.png"
     orphan.write_bytes(data)
     _aged(orphan, 7200)
-    thumb = media / "thumbs" / sha[:2] / sha[2:4] / f"{sha}.webp"
+    thumb = media_root / "thumbs" / sha[:2] / sha[2:4] / f"{sha}.webp"
     thumb.parent.mkdir(parents=True)
     thumb.write_bytes(b"RIFF....WEBP")
     _aged(thumb, 7200)
@@ -167,13 +161,13 @@ def test_check_media_lists_and_removes_stray_files_past_the_grace(media, charact
     partial.write_bytes(data[:50])
     _aged(partial, 7200)
     young_sha = hashlib.sha256(b"young").hexdigest()
-    young = media / "images" / young_sha[:2] / young_sha[2:4] / f"{young_sha}.png"
+    young = media_root / "images" / young_sha[:2] / young_sha[2:4] / f"{young_sha}.png"
     young.parent.mkdir(parents=True)
     young.write_bytes(b"an ingest still running wrote this a moment before its row")
     (folder / "notes.txt").write_bytes(b"not a media name: never touched")
 
     code, report = run_check()
-    relative = {str(p.relative_to(media)): kind for p, kind in ((orphan, "orphan"), (thumb, "orphan"),
+    relative = {str(p.relative_to(media_root)): kind for p, kind in ((orphan, "orphan"), (thumb, "orphan"),
                                                                (partial, "temporary"))}
     assert code == 1 and report["problems"] == []
     assert {s["path"]: s["kind"] for s in report["strays"]} == relative
@@ -183,12 +177,12 @@ def test_check_media_lists_and_removes_stray_files_past_the_grace(media, charact
     assert code == 0 and all(s["removed"] for s in report["strays"]) and len(report["strays"]) == 3
     assert not orphan.exists() and not thumb.exists() and not partial.exists()
     assert young.exists() and (folder / "notes.txt").exists()
-    assert stored(media, kept).exists() and (media / kept.thumbnail).exists()  # files rows name stay
+    assert stored(media_root, kept).exists() and (media_root / kept.thumbnail).exists()  # files rows name stay
     code, report = run_check("--grace", "0")  # the young file is a stray once no grace is given
-    assert code == 1 and [s["path"] for s in report["strays"]] == [str(young.relative_to(media))]
+    assert code == 1 and [s["path"] for s in report["strays"]] == [str(young.relative_to(media_root))]
 
 
-def test_zip_import_refuses_a_huge_member_without_reading_it(media, settings, tmp_path):
+def test_zip_import_refuses_a_huge_member_without_reading_it(settings, tmp_path):
     settings.KYARA_MAX_IMAGE_BYTES = 1024 * 1024
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -24,7 +24,7 @@ MAX_EXAMPLES = 5
 
 
 @pytest.fixture
-def api_world(live_server, trained_artifacts, settings, throttle_rates, tmp_path):  # noqa: F811 - imported fixture
+def api_world(live_server, trained_artifacts, settings, throttle_rates):  # noqa: F811 - imported fixture
     """A promoted model, three characters with approved images, a frozen dataset version; a staff token."""
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
@@ -34,7 +34,6 @@ def api_world(live_server, trained_artifacts, settings, throttle_rates, tmp_path
     from apps.inference.services import model_alias_set
 
     settings.KYARA_ALIAS_WATCH_SECONDS = 0
-    settings.MEDIA_ROOT = tmp_path / "media"
     # Fast enough for a fuzzer, slow enough that nothing but the fuzzer's own volume is measured.
     throttle_rates(anon="100000/min", user="100000/min", login="100000/min", predict_anon="100000/min",
                    predict_user="100000/min", model_load="100000/hour")
