@@ -7,6 +7,9 @@ What makes it fast on a small CPU (numbers in docs/research performance.md and b
   normalisation in numpy (single-threaded: small torch ops stall on a busy box);
 - one batched forward for a batch request, at the batch's size, on ``batch_threads`` threads; optionally
   concurrent single requests gathered into one forward (``MicroBatcher``);
+- the idle lane: a lone single-image request (nothing else in flight in this process) runs on the batch
+  runtime's threads, where ``warm_up`` measured that to be faster on this machine; under load each request
+  keeps its own thread, so concurrent requests still use every core;
 - the runtime this machine runs fastest among those that keep the model's answers (``apps.ml.backends``
   lists them; ``apps.ml.runtime_choice`` measures and guards them on real images). A ``Predictor`` is told
   which one to use; ``backend="auto"`` (no measurement at hand) is ONNX Runtime fp32 where it loads, else
@@ -190,6 +193,9 @@ class Predictor:
                                         max_batch=self.microbatch_max)
             self.info["microbatch"] = {"window_ms": self.microbatch_window_ms, "max": self.microbatch_max}
         self._pool = None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self.idle_lane = False  # decided by warm_up, from timings on this machine
 
     @property
     def weights_stamp(self) -> str:
@@ -265,9 +271,19 @@ class Predictor:
         return self.normalize(self.decode_batch(images))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """One forward at the batch's size: the batch runtime for several images, the single one (or the
-        micro-batcher, when on) for one."""
-        return (self.forward_batch if len(batch) > 1 else self._single)(batch)
+        """One forward at the batch's size: the batch runtime for several images; for one, the single
+        runtime (or the micro-batcher, when on), or the batch runtime's threads when the idle lane is on and
+        nothing else is in flight."""
+        with self._in_flight_lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
+        try:
+            if len(batch) > 1 or (alone and self.idle_lane):
+                return self.forward_batch(batch)
+            return self._single(batch)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return softmax(self.logits(batch))
@@ -310,6 +326,30 @@ class Predictor:
         for size in sorted({1, 2, *sizes}):
             (self.forward if size == 1 else self.forward_batch)(
                 np.zeros((size, 3, self.input_size, self.input_size), dtype=np.float32))
+        self.choose_idle_lane()
+
+    def choose_idle_lane(self, *, rounds: int = 7, margin: float = 0.9) -> None:
+        """Turn the idle lane on only where one image on the batch runtime's threads measured at least
+        ``1 - margin`` faster than on the single runtime, here and now (a core that is an SMT sibling, or a
+        busy box, makes the extra thread worthless); the timings are kept in ``info["idle_lane"]``."""
+        self.idle_lane = False
+        if self.forward_batch is self.forward or self.microbatch:
+            self.info["idle_lane"] = {"on": False, "why": "no wider runtime" if not self.microbatch
+                                      else "micro-batching gathers single requests instead"}
+            return
+        probe = np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32)
+        timings = {"single": [], "wide": []}
+        for backend in (self.forward, self.forward_batch) * 2:
+            backend(probe)  # the first call of a runtime at a size may compile
+        for _ in range(max(1, rounds)):
+            for backend, into in ((self.forward, "single"), (self.forward_batch, "wide")):
+                began = time.perf_counter()
+                backend(probe)
+                timings[into].append((time.perf_counter() - began) * 1000)
+        single, wide = (float(np.median(timings[k])) for k in ("single", "wide"))
+        self.idle_lane = wide <= margin * single
+        self.info["idle_lane"] = {"on": self.idle_lane, "single_ms": round(single, 3), "wide_ms": round(wide, 3),
+                                  "threads": [self.threads, self.batch_threads]}
 
 
 def load_model(path: Path, *, expected_sha256: str | None = None):

@@ -177,3 +177,72 @@ def test_a_stale_cached_graph_is_replaced_not_served(trained_artifacts, tmp_path
                        backend="onnxruntime", onnx_path=stale)
     assert onnx_stamp(stale) == reused.weights_stamp != other_stamp
     assert LABELS[int(reused.predict([class_image_bytes(LABELS[2], 5)]).argmax())] == LABELS[2]
+
+
+class _Gate:
+    """A runtime stand-in that records its calls and, when told to, holds a call until released: how a
+    test puts a forward "in flight" while another request arrives."""
+
+    def __init__(self, inner, name: str, delay_s: float = 0.0) -> None:
+        import threading
+
+        self.inner, self.name, self.delay_s, self.calls = inner, name, delay_s, 0
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.release.set()
+
+    def __call__(self, batch):
+        import time
+
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(10)
+        time.sleep(self.delay_s)
+        return self.inner(batch)
+
+
+def test_a_lone_request_takes_the_idle_lane_and_a_concurrent_one_its_own_thread(trained_artifacts, tmp_path):
+    import threading
+
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path, batch_threads=2)
+    assert predictor.forward_batch is not predictor.forward  # the wider runtime exists
+    single, wide = _Gate(predictor.forward, "single"), _Gate(predictor.forward_batch, "wide")
+    predictor.forward = predictor._single = single
+    predictor.forward_batch = wide
+    batch = predictor.preprocess([class_image_bytes(LABELS[0], 3)])
+    expected = predictor.eager(batch)
+
+    predictor.idle_lane = False
+    predictor.logits(batch)
+    assert (single.calls, wide.calls) == (1, 0)  # lane off: the single runtime, as before
+
+    predictor.idle_lane = True
+    assert np.abs(predictor.logits(batch) - expected).max() < 1e-4  # alone: the wide runtime, same answer
+    assert (single.calls, wide.calls) == (1, 1)
+
+    wide.release.clear()
+    wide.entered.clear()
+    holder = threading.Thread(target=predictor.logits, args=(batch,))
+    holder.start()
+    assert wide.entered.wait(10)  # one forward is in flight on the wide runtime...
+    predictor.logits(batch)  # ...so this one keeps its own thread
+    wide.release.set()
+    holder.join(10)
+    assert (single.calls, wide.calls) == (2, 2)
+    predictor.logits(batch)  # nothing in flight any more: the idle lane again
+    assert wide.calls == 3
+
+
+@pytest.mark.parametrize("wide_delay, on", [(0.0, True), (0.15, False)])
+def test_the_idle_lane_is_on_only_where_it_measured_faster(wide_delay, on, trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path, batch_threads=2)
+    predictor.forward = predictor._single = _Gate(predictor.forward, "single", delay_s=0.08)
+    predictor.forward_batch = _Gate(predictor.forward_batch, "wide", delay_s=wide_delay)
+    predictor.choose_idle_lane(rounds=3)
+    record = predictor.info["idle_lane"]
+    assert predictor.idle_lane is on and record["on"] is on
+    assert (record["wide_ms"] < record["single_ms"]) is on
+
+
+def test_no_idle_lane_without_a_wider_runtime(trained_artifacts, tmp_path):
+    predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path, batch_threads=1)
+    assert predictor.idle_lane is False and predictor.info["idle_lane"] == {"on": False, "why": "no wider runtime"}
