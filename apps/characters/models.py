@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from apps.core.models import TimeStampedModel
+from apps.core.models import Job, TimeStampedModel
 
 from .phash import BAND_COUNT
 
@@ -167,3 +167,32 @@ class DatasetItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version_id}:{self.image_id}:{self.split}"
+
+
+class ImportJob(Job):
+    """A zip of ``<series>_<character>/`` folders uploaded from the browser, imported by the import service.
+
+    The upload is kept under ``KYARA_IMPORTS_DIR`` until the import succeeds (a failed or lost one keeps it,
+    so it can be imported again; a second import adds only what the first did not)."""
+
+    class ImageStatus(models.TextChoices):
+        APPROVED = "approved", "approved (a curated dataset)"
+        PENDING = "pending", "pending (review them first)"
+
+    archive = models.CharField(max_length=500, help_text="Where the uploaded zip waits to be imported")
+    original_name = models.CharField(max_length=255)
+    size_bytes = models.PositiveBigIntegerField()
+    files = models.PositiveIntegerField(help_text="Files in the archive's <series>_<character>/ folders")
+    image_status = models.CharField(max_length=10, choices=ImageStatus.choices, default=ImageStatus.APPROVED)
+    summary = models.JSONField(default=dict, blank=True, help_text="The import service's summary")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.original_name})"
+
+    def lost_message(self) -> str:
+        return ("The worker stopped while importing this zip; retry it (what was imported stays, a second import "
+                "adds only the rest).")

@@ -278,6 +278,10 @@ KYARA_MAX_IMAGE_BYTES = env_int("KYARA_MAX_IMAGE_BYTES", 30 * 1024 * 1024)
 KYARA_MAX_IMAGE_PIXELS = env_int("KYARA_MAX_IMAGE_PIXELS", 40_000_000)
 KYARA_NEAR_DUPLICATE_DISTANCE = env_int("KYARA_NEAR_DUPLICATE_DISTANCE", 6)
 KYARA_THUMBNAIL_SIZE = env_int("KYARA_THUMBNAIL_SIZE", 160)
+# A zip of <series>_<character>/ folders uploaded from the browser waits here until it is imported: one up to
+# KYARA_IMPORT_INLINE_MAX_BYTES within the request, a bigger one by a worker (the largest: KYARA_IMPORT_MAX_BYTES).
+KYARA_IMPORTS_DIR = Path(env_str("KYARA_IMPORTS_DIR", str(DATA_DIR / "imports")))
+KYARA_IMPORT_INLINE_MAX_BYTES = env_int("KYARA_IMPORT_INLINE_MAX_BYTES", 5 * 1024 * 1024)
 
 # --- Inference -----------------------------------------------------------------------------------
 KYARA_PREDICT_BATCH_MAX = env_int("KYARA_PREDICT_BATCH_MAX", 10)  # files per /predict_batch
@@ -335,6 +339,9 @@ KYARA_MAX_REQUEST_BYTES = env_int(
     "KYARA_MAX_REQUEST_BYTES",
     max(KYARA_MAX_IMAGE_BYTES, KYARA_PREDICT_BATCH_MAX * KYARA_PREDICT_MAX_BYTES) + 1024 * 1024,
 )
+# The largest zip the import page takes: the request limit less room for the form around it (a bigger one is
+# imported on the server with manage.py import_images, or after raising both).
+KYARA_IMPORT_MAX_BYTES = env_int("KYARA_IMPORT_MAX_BYTES", KYARA_MAX_REQUEST_BYTES - 64 * 1024)
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update({
     "predict_anon": env_str("KYARA_THROTTLE_PREDICT_ANON", "600/min"),
     "predict_user": env_str("KYARA_THROTTLE_PREDICT_USER", "6000/min"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -10,11 +11,19 @@ from typing import BinaryIO
 
 from django.conf import settings
 
+from apps.core.api import ServiceError
+
 from ..models import Character, Image, Series
 from .curation import character_get_or_create, series_get_or_create
 from .ingest import image_ingest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
+# What reading one damaged entry of a readable zip raises (a bad CRC, a broken deflate stream, a cut-off member).
+CORRUPT_ENTRY_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+
+
+class ArchiveError(ServiceError):
+    """A zip that is refused whole, before any of it is imported."""
 
 
 @dataclass
@@ -107,12 +116,44 @@ def _iter_zip(archive: zipfile.ZipFile) -> Iterator[Entry]:
         yield Entry(p[0], p[-1], info.file_size, lambda info=info: archive.open(info))
 
 
+def _climbs_out(name: str) -> bool:
+    """An entry name that would leave the archive's folder if written out: ``../``, an absolute path, a drive."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return bool(parts) and (parts[0] == "/" or parts[0].endswith(":") or ".." in parts)
+
+
+def _zip_entries(path: Path) -> list[Entry]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ArchiveError("corrupt_archive", f"{path.name} is not a readable zip file ({exc}); nothing was "
+                           "imported.") from None
+    unsafe = [info.filename for info in archive.infolist() if _climbs_out(info.filename)]
+    if unsafe:
+        archive.close()
+        raise ArchiveError("unsafe_archive", f"{len(unsafe)} entries of {path.name} point outside the archive's "
+                           f"folder ({', '.join(unsafe[:3])}); nothing was imported.", entries=unsafe[:20])
+    entries = list(_iter_zip(archive))
+    if not entries:
+        archive.close()
+        raise ArchiveError("empty_archive", f"{path.name} holds no file in the <series>_<character>/<image> layout; "
+                           "nothing was imported.")
+    return entries
+
+
 def _entries(path: Path) -> list[Entry]:
     if zipfile.is_zipfile(path):
-        return list(_iter_zip(zipfile.ZipFile(path)))
+        return _zip_entries(path)
     if path.is_dir():
         return list(_iter_folder(path))
     raise FileNotFoundError(f"{path} is neither a folder nor a zip file")
+
+
+def archive_check(path: str | Path) -> int:
+    """The number of files a zip would import. Raises ``ArchiveError`` (nothing read or imported) for a file
+    that is not a readable zip, one with an entry that climbs out of its folder and one with nothing in the
+    ``<series>_<character>/<file>`` layout."""
+    return len(_zip_entries(Path(path)))
 
 
 def count_entries(path: str | Path) -> int:
@@ -149,14 +190,20 @@ def images_import(
             if progress:
                 progress(1)
             continue
-        with entry.open() as handle:
-            result = image_ingest(
-                data=handle,
-                source_kind=Image.SourceKind.IMPORT,
-                character=characters[entry.folder],
-                status=status,
-                original_name=f"{entry.folder}/{entry.filename}",
-            )
+        try:
+            with entry.open() as handle:
+                result = image_ingest(
+                    data=handle,
+                    source_kind=Image.SourceKind.IMPORT,
+                    character=characters[entry.folder],
+                    status=status,
+                    original_name=f"{entry.folder}/{entry.filename}",
+                )
+        except CORRUPT_ENTRY_ERRORS:  # read whole before anything is stored: nothing of it is kept
+            summary.refused["corrupt_entry"] += 1
+            if progress:
+                progress(1)
+            continue
         if result.outcome == "new":
             summary.new += 1
             if result.near_duplicate_ids:

@@ -5,6 +5,7 @@ from tqdm import tqdm
 
 from apps.characters.services import images_import
 from apps.characters.services.imports import count_entries
+from apps.core.api import ServiceError
 
 
 class Command(BaseCommand):
@@ -21,6 +22,8 @@ class Command(BaseCommand):
             total = count_entries(path)
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from None
+        except ServiceError as exc:  # a zip refused whole: unreadable, or entries that climb out of it
+            raise CommandError(exc.message) from None
         with tqdm(total=total, unit="file", disable=as_json, file=self.stderr) as bar:
             summary = images_import(path=path, status=status, progress=bar.update)
         data = summary.as_dict()
