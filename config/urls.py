@@ -32,6 +32,7 @@ urlpatterns = [
     # Each app's pages, under its namespace; the dashboard holds home and the cross-app pages.
     path("", include("apps.dashboard.urls")),
     path("ui/", include("apps.inference.pages.urls")),
+    path("ui/dataset/", include("apps.characters.pages.urls")),  # freeze, imports (the dataset page is dashboard's)
     path("ui/crawls/", include("apps.crawling.pages.urls")),
     path("ui/training/", include("apps.training.pages.urls")),
     path("ui/evaluations/", include("apps.evaluation.pages.urls")),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -53,6 +54,48 @@ def near_duplicates_of(image: Image, *, max_distance: int | None = None) -> Quer
 
 def latest_dataset_version() -> DatasetVersion | None:
     return DatasetVersion.objects.order_by("-created_at", "-id").first()
+
+
+def previous_dataset_version(version: DatasetVersion) -> DatasetVersion | None:
+    """The version frozen just before ``version``."""
+    return (DatasetVersion.objects.filter(Q(created_at__lt=version.created_at)
+                                          | Q(created_at=version.created_at, id__lt=version.pk))
+            .order_by("-created_at", "-id").first())
+
+
+def version_changes(*, items: Iterable[tuple[int, int]], previous: DatasetVersion | None) -> dict:
+    """Images added and removed per character from ``previous`` to ``items`` ((image id, character id) pairs:
+    a version's, or a freeze plan's). An image relabelled counts as removed from one character and added to
+    the other. Characters without a change are left out; the totals count them all."""
+    after: dict[int, set[int]] = defaultdict(set)
+    for image_id, character_id in items:
+        after[character_id].add(image_id)
+    before: dict[int, set[int]] = defaultdict(set)
+    if previous is not None:
+        for image_id, character_id in DatasetItem.objects.filter(version=previous).values_list("image_id",
+                                                                                                "character_id"):
+            before[character_id].add(image_id)
+    names = {pk: (slug, name) for pk, slug, name in
+             Character.objects.filter(pk__in=set(before) | set(after)).values_list("id", "slug", "name")}
+    rows = []
+    for character_id, (slug, name) in sorted(names.items(), key=lambda item: item[1]):
+        old, new = before.get(character_id, set()), after.get(character_id, set())
+        added, removed = len(new - old), len(old - new)
+        if added or removed:
+            rows.append({"character": slug, "name": name, "before": len(old), "after": len(new), "added": added,
+                         "removed": removed})
+    return {"previous": previous.name if previous else None, "characters": rows,
+            "added": sum(r["added"] for r in rows), "removed": sum(r["removed"] for r in rows),
+            "images": sum(len(ids) for ids in after.values())}
+
+
+def version_summary(version: DatasetVersion | None) -> dict | None:
+    """A frozen version as the pages show it: the version, its leak report and what changed since the one before."""
+    if version is None:
+        return None
+    items = DatasetItem.objects.filter(version=version).values_list("image_id", "character_id")
+    return {"version": version, "report": version.leak_report or {},
+            "changes": version_changes(items=items, previous=previous_dataset_version(version))}
 
 
 def dataset_stats() -> dict:

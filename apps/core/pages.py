@@ -35,6 +35,12 @@ def staff_action(view):
     return wrapper
 
 
+def refuse_into(form, exc: ServiceError, fields: dict[str, str] | None = None) -> None:
+    """Show a service's refusal on the form that asked for it: next to the field its code is about (``fields``
+    maps codes to field names), else above the form. The caller answers 400 with the form."""
+    form.add_error((fields or {}).get(exc.code), exc.message)
+
+
 def job_action(service, model, detail: str, done: str):
     """A staff action on one job (cancel, retry, resume): the service acts, the job's page shows the result."""
 

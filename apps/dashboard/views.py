@@ -1,5 +1,6 @@
 """The cross-app pages: home (where the loop stands), the dataset (images per character beside the latest
-evaluation's quality) and one character (pictures of every status with the crawls that brought them).
+evaluation's quality, the latest version and the freeze form) and one character (pictures of every status with
+the crawls that brought them).
 Each app's own pages live in ``apps/<app>/pages/``."""
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 
 from apps.characters.models import Character
-from apps.characters.selectors import dataset_stats
+from apps.characters.pages.forms import FreezeForm, suggested_version_name
+from apps.characters.selectors import dataset_stats, latest_dataset_version, version_summary
 from apps.evaluation.selectors import latest_character_metrics
 
 from . import selectors
@@ -27,8 +29,11 @@ def dataset(request):
             chart["characters"].append(row["name"])
             for status in ("approved", "pending", "rejected"):
                 chart[status].append(row["status"].get(status, 0))
-    return render(request, "dashboard/dataset.html", {"stats": stats, "chart": chart, "run": run,
-                                                      "thin_threshold": settings.KYARA_THIN_CHARACTER_IMAGES})
+    return render(request, "dashboard/dataset.html", {
+        "stats": stats, "chart": chart, "run": run, "thin_threshold": settings.KYARA_THIN_CHARACTER_IMAGES,
+        "latest": version_summary(latest_dataset_version()),
+        "freeze_form": FreezeForm(initial={"name": suggested_version_name()}) if request.user.is_staff else None,
+    })
 
 
 def character_detail(request, slug: str):
