@@ -1,18 +1,53 @@
-"""The training pages: the list, one job's page (config, epochs, live curves), cancel and resume."""
+"""The training pages: the list with a start form, one job's page (config, epochs, live curves), cancel and resume."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from apps.characters.selectors import thin_characters
-from apps.core.pages import LIST_LIMIT, job_action
+from apps.characters.models import DatasetVersion
+from apps.characters.selectors import latest_dataset_version, thin_characters
+from apps.core.api import ServiceError
+from apps.core.pages import LIST_LIMIT, job_action, refuse_into, staff_required
 from apps.training import services
 from apps.training.models import TrainingJob
 
+from .forms import TrainingStartForm
 
-def training_list(request):
+
+def training_list(request, form: TrainingStartForm | None = None):
     jobs = TrainingJob.objects.select_related("dataset_version", "model_version").order_by("-created_at", "-id")
-    return render(request, "training/list.html", {"jobs": jobs[:LIST_LIMIT]})
+    if form is None and request.user.is_staff:
+        version = DatasetVersion.objects.filter(pk=_int(request.GET.get("version"))).first() or latest_dataset_version()
+        form = TrainingStartForm(initial={"dataset_version": version})
+    return render(request, "training/list.html", {
+        "jobs": jobs[:LIST_LIMIT], "form": form, "has_versions": DatasetVersion.objects.exists(),
+    }, status=400 if form is not None and form.is_bound else 200)
+
+
+@require_POST
+@staff_required
+def training_start(request):
+    """Start a job through the training service (as POST /api/v1/training-jobs/ does), then open its page."""
+    form = TrainingStartForm(request.POST)
+    if not form.is_valid():
+        return training_list(request, form=form)
+    try:
+        job = services.training_job_start(dataset_version=form.cleaned_data["dataset_version"], config=form.config,
+                                          name=form.cleaned_data["name"], created_by=request.user)
+    except ServiceError as exc:
+        refuse_into(form, exc, {"dataset_unusable": "dataset_version"})
+        return training_list(request, form=form)
+    messages.success(request, f"Training job {job.pk} queued.")
+    return redirect("training:detail", pk=job.pk)
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def training_detail(request, pk: int):
