@@ -8,6 +8,7 @@ from django.db.models import Count, Q
 
 from apps.characters.models import Character, DatasetItem
 from apps.core.api import ServiceError
+from apps.inference.models import ModelAlias
 
 from .models import URGENT_FIRST, CharacterResult, EvaluationRun
 
@@ -144,3 +145,46 @@ def latest_character_metrics() -> tuple[EvaluationRun | None, dict[str, dict]]:
         quality[row.label] = {"accuracy": row.accuracy, "tier": row.tier, "tier_name": row.tier_name,
                               "low_support": row.low_support, "target": row.target}
     return run, quality
+
+
+# What "beats the current model" weighs: overall accuracy and the accuracy of the average character.
+PROMOTION_METRICS = (("top1", "top-1"), ("mean_per_class_accuracy", "mean per class"))
+
+
+def alias_comparison(run: EvaluationRun, *, alias: str = "default") -> dict:
+    """Whether ``run``'s model beats the one ``alias`` points at, judged on the same dataset version and split
+    (the latest succeeded run of that model there): better on top-1 or mean per class accuracy and worse on
+    neither. ``beats`` says it, ``reason`` says why a person may or may not promote it, ``rows`` are the
+    numbers side by side. No model behind the alias yet: the first one beats nothing and may be promoted."""
+    current = ModelAlias.objects.select_related("version").filter(name=alias).first()
+    out = {"alias": alias, "current": current.version if current else None, "current_run": None, "rows": [],
+           "beats": False, "reason": ""}
+    where = f"{run.dataset_version.name}/{run.split}"
+    if run.status != EvaluationRun.Status.SUCCEEDED:
+        out["reason"] = f"Evaluation {run.pk} is {run.status}; only a finished evaluation can promote its model."
+    elif current is None:
+        out.update(beats=True, reason=f"No model is {alias!r} yet: {run.model_version.name} would be the first.")
+    elif current.version_id == run.model_version_id:
+        out["reason"] = f"{run.model_version.name} is {alias!r} already."
+    else:
+        other = (runs_with_relations().filter(status=EvaluationRun.Status.SUCCEEDED, model_version=current.version,
+                                              dataset_version=run.dataset_version, split=run.split).first())
+        out["current_run"] = other
+        if other is None:
+            out["reason"] = (f"{current.version.name} ({alias}) has no evaluation on {where} to compare with; "
+                             "evaluate it there first.")
+        else:
+            out["rows"] = [{"metric": name, "label": label, "candidate": getattr(run, name),
+                            "current": getattr(other, name), "delta": getattr(run, name) - getattr(other, name)}
+                           for name, label in PROMOTION_METRICS]
+            for row in out["rows"]:
+                row["change"] = f"{row['delta'] * 100:+.1f} pt"
+            better = [row["label"] for row in out["rows"] if row["delta"] > 0]
+            worse = [row["label"] for row in out["rows"] if row["delta"] < 0]
+            out["beats"] = bool(better) and not worse
+            shown = ", ".join(f"{row['label']} {row['candidate']:.1%} vs {row['current']:.1%}" for row in out["rows"])
+            out["reason"] = (f"{run.model_version.name} beats {current.version.name} on {where}: {shown}."
+                             if out["beats"] else
+                             f"{run.model_version.name} does not beat {current.version.name} on {where}"
+                             f"{' (worse on ' + ', '.join(worse) + ')' if worse else ''}: {shown}.")
+    return out

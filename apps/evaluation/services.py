@@ -26,10 +26,11 @@ from apps.core.api import ServiceError
 from apps.core.jobs import JobWatcher, job_claim, job_finish
 from apps.core.queue import enqueue
 from apps.inference.models import ModelVersion
-from apps.inference.services import model_version_metrics_record, model_version_threshold_set
+from apps.inference.services import model_alias_set, model_version_metrics_record, model_version_threshold_set
 from apps.ml import metrics
 
 from .models import DEFAULT_TIER_RULES, CharacterResult, EvaluationRun, TierRule
+from .selectors import alias_comparison
 
 logger = logging.getLogger(__name__)
 
@@ -429,3 +430,15 @@ def evaluation_plan_create(*, run: EvaluationRun, requested_by=None, sources: li
             "without_source": [row["character"] for row in rows if not row["sources"]],
         })
     return jobs
+
+
+# --- Promotion ------------------------------------------------------------------------------------
+
+def evaluation_promote(*, run: EvaluationRun, actor=None, alias: str = "default"):
+    """Point ``alias`` at the run's model when it beats the alias's current model on the same dataset version and
+    split (``selectors.alias_comparison``); the alias move is the inference app's, promotion gate included."""
+    comparison = alias_comparison(run, alias=alias)
+    if not comparison["beats"]:
+        raise ServiceError("not_better", comparison["reason"], status_code=409)
+    return model_alias_set(name=alias, version=run.model_version, actor=actor,
+                           why=f"evaluation {run.pk}: {comparison['reason']}")

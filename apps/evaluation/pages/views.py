@@ -1,23 +1,51 @@
-"""The evaluation pages: runs, one run's tables and charts, two runs compared, and a run's collection plan."""
+"""The evaluation pages: runs (and a form to start one), one run's tables and charts with its model's promotion
+to ``default`` when it beats the current one, two runs compared, and a run's collection plan."""
 from __future__ import annotations
 
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from apps.characters.models import DatasetVersion
 from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, staff_action
+from apps.core.pages import LIST_LIMIT, refuse_into, staff_action, staff_required
 from apps.evaluation import services
 from apps.evaluation.models import EvaluationRun
-from apps.evaluation.selectors import runs_with_relations
+from apps.evaluation.selectors import alias_comparison, runs_with_relations
+from apps.inference.models import ModelVersion
 
 from . import context
+from .forms import EvaluationStartForm
 
 
-def evaluation_list(request):
+def evaluation_list(request, form: EvaluationStartForm | None = None):
     runs = list(runs_with_relations()[:LIST_LIMIT])
-    return render(request, "evaluation/list.html", {"runs": runs})
+    if form is None and request.user.is_staff:
+        form = EvaluationStartForm()
+    return render(request, "evaluation/list.html", {
+        "runs": runs, "form": form,
+        "can_evaluate": ModelVersion.objects.exists() and DatasetVersion.objects.exists(),
+    }, status=400 if form is not None and form.is_bound else 200)
+
+
+@require_POST
+@staff_required
+def evaluation_start(request):
+    """Evaluate a model on a dataset version's split through the evaluation service (as the API does)."""
+    form = EvaluationStartForm(request.POST)
+    if not form.is_valid():
+        return evaluation_list(request, form=form)
+    try:
+        run = services.evaluation_run_create(origin=EvaluationRun.Origin.API, requested_by=request.user,
+                                             **form.cleaned_data)
+    except ServiceError as exc:
+        refuse_into(form, exc, {"invalid_split": "split", "empty_split": "split"})
+        return evaluation_list(request, form=form)
+    messages.success(request, f"Evaluation {run.pk} queued: {run.model_version.name} on "
+                     f"{run.dataset_version.name}/{run.split}.")
+    return redirect("evaluation:detail", pk=run.pk)
 
 
 def evaluation_detail(request, pk: int):
@@ -26,7 +54,18 @@ def evaluation_detail(request, pk: int):
     return render(request, "evaluation/detail.html", {
         "run": run, "others": others, **context.run_page(run),
         "is_active": run.status in (EvaluationRun.Status.QUEUED, EvaluationRun.Status.RUNNING),
+        "promotion": alias_comparison(run) if not run.is_active else None,
     })
+
+
+@staff_action
+def evaluation_promote(request, pk: int):
+    """Point ``default`` at the run's model when it beats the current default on the same version and split."""
+    run = get_object_or_404(runs_with_relations(), pk=pk)
+    change = services.evaluation_promote(run=run, actor=request.user)
+    messages.success(request, f"{change.to_version.name} is {change.alias} now"
+                     f"{f' (was {change.from_version.name})' if change.from_version else ''}.")
+    return redirect("evaluation:detail", pk=run.pk)
 
 
 def evaluation_compare(request):
