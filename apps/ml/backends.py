@@ -97,6 +97,7 @@ class OnnxBackend:
         if threads > 1:  # no busy-waiting workers: on a small shared box they steal the cores they wait for
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: not one line per unused constant of the exported graph
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -272,6 +273,9 @@ def quantize_int8(onnx_path: Path, path: Path, batches: list[np.ndarray], *, sta
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # the calibrator's own sessions: errors only
     quiet = _QuietQuantiser()
     logging.getLogger().addFilter(quiet)  # it advises pre-processing on the root logger, every time
     try:
