@@ -142,6 +142,20 @@ def _time(candidates: dict, single: np.ndarray, batch: np.ndarray, rounds: int, 
     return {name: (float(np.median(b1)), float(np.median(bn))) for name, (b1, bn) in samples.items()}
 
 
+def pick(allowed: Sequence[dict], *, reference_score: float) -> tuple[dict, str]:
+    """The candidate to serve with among the allowed, timed ones (rows with ``precision`` and ``score_ms``), and
+    why: the fastest, except that a reduced-precision one must beat the fastest fp32 one by
+    ``PREFER_EXACT_MARGIN``, or the fastest fp32 one serves. ``reference_score``: eager fp32's, for the reason."""
+    best = min(allowed, key=lambda row: row["score_ms"])
+    best_exact = min((row for row in allowed if row["precision"] == "fp32"), key=lambda row: row["score_ms"])
+    if best["precision"] != "fp32" and best["score_ms"] > best_exact["score_ms"] * (1 - PREFER_EXACT_MARGIN):
+        return best_exact, (f"{best_exact['name']}: the fastest fp32 runtime; {best['name']} is allowed but less than "
+                            f"{PREFER_EXACT_MARGIN:.0%} faster ({best['score_ms']:.2f} vs {best_exact['score_ms']:.2f} ms)")
+    return best, (f"{best['name']}: the fastest allowed runtime, {best['score_ms']:.2f} ms (batch-1 latency + "
+                  f"batch-10 time per image) against eager fp32's {reference_score:.2f} ms "
+                  f"({reference_score / best['score_ms']:.2f}x)")
+
+
 def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibration: Sequence[Blob] = (),
                    int8_path: Path | None = None, candidates: Sequence[str] = CANDIDATES, rounds: int = 5,
                    machine: tuple[str, dict] | None = None, time_refused: bool = False) -> dict:
@@ -224,20 +238,8 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
                           score_ms=round(b1 + bn / TIMING_BATCH, 3))
 
     # 3. The choice.
-    allowed = [row for row in rows.values() if row.get("status") == "allowed" and "score_ms" in row]
-    best = min(allowed, key=lambda row: row["score_ms"])
-    exact = [row for row in allowed if row["precision"] == "fp32"]
-    best_exact = min(exact, key=lambda row: row["score_ms"])
-    reference_score = rows[REFERENCE]["score_ms"]
-    chosen = best
-    if best["precision"] != "fp32" and best["score_ms"] > best_exact["score_ms"] * (1 - PREFER_EXACT_MARGIN):
-        chosen = best_exact
-        why = (f"{best_exact['name']}: the fastest fp32 runtime; {best['name']} is allowed but less than "
-               f"{PREFER_EXACT_MARGIN:.0%} faster ({best['score_ms']:.2f} vs {best_exact['score_ms']:.2f} ms)")
-    else:
-        why = (f"{chosen['name']}: the fastest allowed runtime, {chosen['score_ms']:.2f} ms (batch-1 latency + "
-               f"batch-10 time per image) against eager fp32's {reference_score:.2f} ms "
-               f"({reference_score / chosen['score_ms']:.2f}x)")
+    chosen, why = pick([row for row in rows.values() if row.get("status") == "allowed" and "score_ms" in row],
+                       reference_score=rows[REFERENCE]["score_ms"])
     chosen["status"] = "chosen"
     return {
         "key": key, "machine": description, "chosen": chosen["name"], "why": why,

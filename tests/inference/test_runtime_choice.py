@@ -67,7 +67,8 @@ def test_candidates_are_judged_on_real_images_and_the_fastest_allowed_one_chosen
         assert row["status"] in {"chosen", "allowed", "refused", "skipped", "failed"} and row["reason"]
         if row["status"] in ("chosen", "allowed"):
             assert row["agreement"] >= 0.99 and abs(row["accuracy_delta_points"]) <= 0.5 and row["ms_b1"] > 0
-    assert rows["cuda-fp16"]["status"] == ("skipped" if not backends.torch.cuda.is_available() else rows["cuda-fp16"]["status"])
+    if not backends.torch.cuda.is_available():
+        assert rows["cuda-fp16"]["status"] == "skipped" and rows["cuda-fp16"]["reason"] == "no CUDA device"
     native, why = backends.native_bf16()
     if not native:
         assert rows["openvino-bf16"]["status"] == "skipped" and rows["openvino-bf16"]["reason"] == why
@@ -80,6 +81,22 @@ def test_candidates_are_judged_on_real_images_and_the_fastest_allowed_one_chosen
     # The guard decodes as predict_many does (the eval geometry): same images, same reference accuracy.
     done = predictor.predict_many(blob for blob, _ in _guard())
     assert done.accuracy([label for _, label in _guard()]) == record["reference_accuracy"]
+
+
+def _timed(name: str, score_ms: float) -> dict:
+    return {"name": name, "precision": backends.PRECISION[name], "status": "allowed", "score_ms": score_ms}
+
+
+def test_the_fastest_allowed_runtime_is_chosen_and_reduced_precision_must_win_by_the_margin():
+    eager, onnx, openvino = _timed("torch", 10.0), _timed("onnxruntime", 6.0), _timed("openvino-fp32", 8.0)
+    chosen, why = runtime_choice.pick([eager, openvino, onnx], reference_score=10.0)
+    assert chosen is onnx and why.startswith("onnxruntime: the fastest allowed runtime") and "(1.67x)" in why
+    int8 = _timed("onnxruntime-int8", 5.0)  # 16.7% faster than the fastest fp32 runtime: it serves
+    chosen, why = runtime_choice.pick([eager, onnx, openvino, int8], reference_score=10.0)
+    assert chosen is int8 and "(2.00x)" in why
+    int8["score_ms"] = 5.5  # 8.3% faster: within the margin, so the fastest fp32 runtime serves instead
+    chosen, why = runtime_choice.pick([eager, onnx, openvino, int8], reference_score=10.0)
+    assert chosen is onnx and "onnxruntime-int8 is allowed but less than 10% faster (5.50 vs 6.00 ms)" in why
 
 
 def test_int8_calibration_uses_every_batch(predictor, tmp_path):
