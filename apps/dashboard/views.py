@@ -1,6 +1,6 @@
-"""The cross-app pages: home (where the loop stands), the dataset (images per character beside the latest
-evaluation's quality, the latest version and the freeze form) and one character (pictures of every status with
-the crawls that brought them).
+"""The cross-app pages: home (a first-run guide on an empty installation, then where the loop stands), the dataset
+(images per character beside the latest evaluation's quality, the latest version and the freeze form) and one
+character (pictures of every status with the crawls that brought them).
 Each app's own pages live in ``apps/<app>/pages/``."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 
 from apps.characters.models import Character
-from apps.characters.pages.forms import FreezeForm, suggested_version_name
+from apps.characters.pages.forms import FreezeForm, FreezePreviewForm, ImportForm, suggested_version_name
 from apps.characters.selectors import dataset_stats, latest_dataset_version, version_summary
 from apps.evaluation.selectors import latest_character_metrics
 
@@ -16,7 +16,12 @@ from . import selectors
 
 
 def home(request):
-    return render(request, "dashboard/home.html", selectors.home_summary())
+    summary = selectors.home_summary()
+    staff_guide = request.user.is_staff and summary["guide"] is not None
+    return render(request, "dashboard/home.html", {
+        **summary, "import_form": ImportForm() if staff_guide else None,
+        "version_name": suggested_version_name() if staff_guide else "", "freeze_defaults": FreezePreviewForm(),
+    })
 
 
 def dataset(request):
