@@ -15,7 +15,7 @@ from apps.core.api import ServiceError
 
 from ..models import Character, Image, Series
 from .curation import character_get_or_create, series_get_or_create
-from .ingest import image_ingest
+from .ingest import awaits_review, image_ingest, suggestions_request
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
 # What reading one damaged entry of a readable zip raises (a bad CRC, a broken deflate stream, a cut-off member).
@@ -179,6 +179,7 @@ def images_import(
     summary.series_created = Series.objects.count() - series_before
     summary.characters_created = Character.objects.count() - characters_before
     max_bytes = settings.KYARA_MAX_IMAGE_BYTES
+    waiting: list[int] = []  # new images a person must review: the model's suggestions are asked for them
     for entry in entries:
         if PurePosixPath(entry.filename.lower()).suffix not in IMAGE_SUFFIXES:
             summary.skipped_files += 1
@@ -206,6 +207,8 @@ def images_import(
             continue
         if result.outcome == "new":
             summary.new += 1
+            if awaits_review(result.image):
+                waiting.append(result.image.pk)
             if result.near_duplicate_ids:
                 summary.near_duplicates += 1
         elif result.outcome == "exact_duplicate":
@@ -214,4 +217,5 @@ def images_import(
             summary.refused[result.reason] += 1
         if progress:
             progress(1)
+    suggestions_request(waiting)
     return summary

@@ -18,6 +18,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
+from apps.core.queue import enqueue
+
 from ..imaging import ImageRejected, decode_image, make_thumbnail
 from ..models import Character, Image
 from ..phash import bands, compute_phash, to_signed
@@ -36,6 +38,11 @@ DEFAULT_NEAR_DUPLICATE_POLICY: dict[str, NearDuplicatePolicy] = {
     Image.SourceKind.UPLOAD: "keep",
     Image.SourceKind.CRAWL: "refuse",
 }
+
+
+# The review app sits above characters: its task is named, never imported.
+SUGGEST_TASK = "apps.review.tasks.suggest_images"
+SUGGEST_IMAGES_PER_TASK = 500
 
 
 @dataclass
@@ -237,3 +244,22 @@ def _join_group(image: Image, neighbour_groups: list[int]) -> None:
         Image.objects.filter(dup_group__in=others).update(dup_group=target)
     Image.objects.filter(pk=image.pk).update(dup_group=target)
     image.dup_group = target
+
+
+def awaits_review(image: Image) -> bool:
+    """A person still has to look at it: pending, or without a character."""
+    return image.status == Image.Status.PENDING or image.character_id is None
+
+
+def suggestions_request(image_ids: list[int]) -> None:
+    """Ask a worker for the default model's suggestions on newly stored images that await review, once the
+    caller's transaction commits (a few hundred per task). Uploads and imports call it; a crawl asks the
+    same task itself, once per crawl."""
+    ids = list(image_ids)
+
+    def send() -> None:
+        for start in range(0, len(ids), SUGGEST_IMAGES_PER_TASK):
+            enqueue(SUGGEST_TASK, ids[start:start + SUGGEST_IMAGES_PER_TASK], group="review-suggestions")
+
+    if ids:
+        transaction.on_commit(send)
