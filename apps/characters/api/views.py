@@ -1,9 +1,11 @@
 from django import forms
-from django.db.models import Count, Q
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -25,14 +27,41 @@ class SeriesViewSet(viewsets.ModelViewSet):
 
 class CharacterFilter(filters.FilterSet):
     series = filters.CharFilter(field_name="series__slug")
-    q = filters.CharFilter(method="search", label="name, slug or alias contains")
+    q = filters.CharFilter(method="filter_q", label="name, slug or alias contains")
+    search = filters.CharFilter(method="filter_search", max_length=200,
+                                label="type-ahead: name or slug contains it; exact, then prefix matches first")
 
     class Meta:
         model = Character
         fields = ["series", "active"]
 
-    def search(self, queryset, name, value):
+    def filter_q(self, queryset, name, value):
         return queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value) | Q(aliases__icontains=value))
+
+    def filter_search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        rank = Case(When(Q(name__iexact=value) | Q(slug__iexact=value), then=Value(0)),
+                    When(Q(name__istartswith=value) | Q(slug__istartswith=value), then=Value(1)),
+                    default=Value(2), output_field=IntegerField())
+        return (queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value))
+                .annotate(match_rank=rank).order_by("match_rank", "name", "slug"))
+
+
+class CharacterPagination(PageNumberPagination):
+    """Pages of 50 unless ``?limit=`` asks for another size (a type-ahead asks for 20)."""
+
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+def _image_count(**condition) -> Coalesce:
+    """Images of the row's character, counted per returned row through the (character, status) index:
+    a page of a type-ahead over thousands of characters counts the images of its 20 rows, not all."""
+    counted = (Image.objects.filter(character=OuterRef("pk"), **condition).order_by()
+               .values("character").annotate(n=Count("pk")).values("n"))
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
 class CharacterViewSet(viewsets.ModelViewSet):
@@ -41,9 +70,10 @@ class CharacterViewSet(viewsets.ModelViewSet):
     lookup_value_regex = "[^/]+"
     filterset_class = CharacterFilter
     filter_backends = [filters.DjangoFilterBackend]
+    pagination_class = CharacterPagination
     queryset = (
         Character.objects.select_related("series")
-        .annotate(num_images=Count("images"), num_approved=Count("images", filter=Q(images__status="approved")))
+        .annotate(num_images=_image_count(), num_approved=_image_count(status=Image.Status.APPROVED))
         .order_by("series__slug", "name")
     )
 
