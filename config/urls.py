@@ -36,6 +36,7 @@ urlpatterns = [
     path("ui/crawls/", include("apps.crawling.pages.urls")),
     path("ui/training/", include("apps.training.pages.urls")),
     path("ui/evaluations/", include("apps.evaluation.pages.urls")),
+    path("ui/review/", include("apps.review.pages.urls")),
 ]
 
 if settings.DEBUG or not settings.S3_BUCKET:

@@ -17,18 +17,23 @@
     return body;
   }
 
-  async function postForm(url, formData) {
+  /* POST with the session's CSRF token; a refusal throws an Error with the API's message, its HTTP
+     status and its body (a page can show which item of a batch was refused). */
+  async function post(url, body, headers) {
     const response = await fetch(url, {
-      method: "POST", body: formData, credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": cookie("csrftoken") },
+      method: "POST", body, credentials: "same-origin",
+      headers: Object.assign({ Accept: "application/json", "X-CSRFToken": cookie("csrftoken") }, headers),
     });
-    const body = await response.json().catch(() => ({}));
+    const data = await response.json().catch(() => ({}));
     if (!response.ok) {
-      const message = (body.error && body.error.message) || body.detail || `${response.status} ${response.statusText}`;
-      throw new Error(message);
+      const message = (data.error && data.error.message) || data.detail || `${response.status} ${response.statusText}`;
+      throw Object.assign(new Error(message), { status: response.status, body: data });
     }
-    return body;
+    return data;
   }
+
+  const postForm = (url, formData) => post(url, formData);
+  const postJSON = (url, value) => post(url, JSON.stringify(value), { "Content-Type": "application/json" });
 
   /* Call fetchOnce every `seconds` until it returns false (the job finished); back off on errors. */
   function poll(fetchOnce, seconds) {
@@ -126,5 +131,5 @@
     node.dataset.drawn = "true";
   }
 
-  window.Kyara = { cookie, getJSON, postForm, poll, pct, time, el, fill, chart, phone };
+  window.Kyara = { cookie, getJSON, postForm, postJSON, poll, pct, time, el, fill, chart, phone };
 })();
