@@ -6,6 +6,7 @@ lacks is skipped with its reason, as in production.
 """
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -99,11 +100,44 @@ def test_the_fastest_allowed_runtime_is_chosen_and_reduced_precision_must_win_by
     assert chosen is onnx and "onnxruntime-int8 is allowed but less than 10% faster (5.50 vs 6.00 ms)" in why
 
 
+def _black_and_white() -> bytes:
+    """A picture of pure black and pure white: the extremes of the model's input range."""
+    from PIL import Image
+
+    img = Image.new("RGB", (160, 160), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 80, 160))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _input_scale(path) -> float:
+    """The int8 graph's quantisation scale of the model input (per tensor: its calibrated range / 255)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {init.name: init for init in model.graph.initializer}
+    (node,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input"]
+    return float(numpy_helper.to_array(inits[node.input[1]]))
+
+
 def test_int8_calibration_uses_every_batch(predictor, tmp_path):
-    """32 images are 4 calibration batches of 8: onnxruntime's CalibMaxIntermediateOutputs=4 threw them all away
-    ("No data is collected"); every batch must count."""
-    made = runtime_choice.ensure_int8(predictor, _calibration(11)[:32], tmp_path / "int8.onnx")
+    """32 images are 4 calibration batches of 8, and only the first holds pure white: the input's calibrated
+    range is the one over all four only when every batch counts. onnxruntime's CalibMaxIntermediateOutputs
+    dropped what it had collected each time its count was reached (ranges from the last batches only; at an
+    exact multiple "No data is collected")."""
+    blobs = [_black_and_white(), *_calibration(11)[:31]]
+    made = runtime_choice.ensure_int8(predictor, blobs, tmp_path / "int8.onnx")
     assert made["calibration_images"] == 32 and backends.onnx_stamp(tmp_path / "int8.onnx") == made["stamp"]
+    batches = runtime_choice.calibration_batches(predictor, blobs)
+    assert len(batches) == 4
+
+    def scale(of) -> float:  # MinMax on uint8 activations: the range, widened to hold 0, over 255 steps
+        return (max(0.0, max(float(b.max()) for b in of)) - min(0.0, min(float(b.min()) for b in of))) / 255
+
+    assert scale(batches[1:]) < 0.95 * scale(batches)  # the first batch widens the range: it must count
+    assert _input_scale(tmp_path / "int8.onnx") == pytest.approx(scale(batches), rel=1e-5)
 
 
 def _damage_int8(path, *, seed: int = 0) -> int:
