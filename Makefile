@@ -11,10 +11,11 @@ PYTEST_ARGS ?=
 .PHONY: run serve test test-fast test-scale install install-dev migrate admin worker bench lint clean help
 
 help:
-	@echo "make run        install, migrate, ensure an admin, start web server + qcluster worker"
+	@echo "make run        install, migrate, ensure an admin, start web server + qcluster workers"
 	@echo "make serve      the same with gunicorn (production-grade) instead of the dev server"
 	@echo "make test       install dev requirements and run the whole suite (SQLite, then PostgreSQL+Redis)"
 	@echo "make test-fast  the SQLite run without the slow and browser tests (stops at the first failure)"
+	@echo "make worker     one queue's qcluster (QUEUE=default or QUEUE=training), e.g. on another machine"
 	@echo "make bench      run the speed scripts in bench/"
 
 $(BIN)/python:
@@ -44,8 +45,10 @@ run: admin
 serve: admin
 	HOST=$(HOST) PORT=$(PORT) SERVER=gunicorn bash scripts/run.sh
 
+# One queue's workers (QUEUE=default or training), e.g. on a machine of their own: see README "Running at scale".
+QUEUE ?= default
 worker: install
-	$(BIN)/python manage.py qcluster
+	$(BIN)/python manage.py worker --queue $(QUEUE)
 
 test: install-dev
 	bash scripts/ensure_chromium.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the web server and a qcluster worker side by side; Ctrl-C stops both.
+# Start the web server and the qcluster workers (default and training queues) side by side; Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -20,13 +20,16 @@ fi
 pids=()
 stop() {
   trap - INT TERM EXIT
-  echo "Stopping Kyara (web server and worker)..."
+  echo "Stopping Kyara (web server and workers)..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
-"$BIN/python" manage.py qcluster &
+# Two queues, two clusters: a training run holds its own worker, never one that crawls and evaluations need.
+"$BIN/python" manage.py worker --queue default &
+pids+=($!)
+"$BIN/python" manage.py worker --queue training &
 pids+=($!)
 if [ "$SERVER" = "gunicorn" ]; then
   "$BIN/python" manage.py collectstatic --noinput >/dev/null

@@ -131,17 +131,19 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_qcluster(log_name: str = "qcluster-test.log", **extra_env: str):
-    """A real ``manage.py qcluster`` process on the test database, stopped on exit."""
-    log = open(Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / log_name, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_env(**extra_env), stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
-        log.close()
+    """``make run``'s workers on the test database, stopped on exit: a real ``manage.py qcluster`` (the default
+    queue; the process yielded) and the training queue's cluster beside it (``manage.py worker --queue``)."""
+    folder = Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test"))
+    logs = {"default": log_name, "training": log_name.removesuffix(".log") + "-training.log"}
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for queue, log_file in logs.items():
+            log = stack.enter_context(open(folder / log_file, "w"))
+            proc = subprocess.Popen([sys.executable, "manage.py", "worker", "--queue", queue], cwd=ROOT,
+                                    env=child_env(**extra_env), stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(stop_process, proc)
+            procs.append(proc)
+        yield procs[0]
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -22,7 +22,7 @@ from apps.core.jobs import (
     job_requeue,
     jobs_mark_lost,
 )
-from apps.core.queue import enqueue
+from apps.core.queue import TRAINING_QUEUE, enqueue
 from apps.ml.config import ConfigError, TrainConfig
 
 from .models import TrainingEpoch, TrainingJob
@@ -57,7 +57,7 @@ def _check_dataset(version: DatasetVersion) -> None:
 
 
 def _enqueue_launch(job: TrainingJob) -> None:
-    transaction.on_commit(lambda: enqueue(LAUNCH_TASK, job.pk, group=f"training-{job.pk}"))
+    transaction.on_commit(lambda: enqueue(LAUNCH_TASK, job.pk, group=f"training-{job.pk}", queue=TRAINING_QUEUE))
 
 
 @transaction.atomic

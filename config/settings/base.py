@@ -190,6 +190,21 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+# Training has a cluster (a queue) of its own, so a two-hour run never holds a worker that crawls, suggestions
+# and evaluations wait for. ``enqueue(..., queue="training")`` sends work there. ``manage.py worker --queue
+# default|training`` (make worker QUEUE=...) starts a queue's cluster, on this machine or another one that shares
+# the database (and Redis, if any); django-q2 knows which from Q_CLUSTER_NAME, which that command sets.
+KYARA_TRAINING_QUEUE_NAME = env_str("KYARA_TRAINING_QUEUE_NAME", f"{Q_CLUSTER['name']}-training")
+KYARA_TRAINING_TASK_TIMEOUT = env_int("KYARA_TRAINING_TASK_TIMEOUT", 48 * 3600)
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    KYARA_TRAINING_QUEUE_NAME: {
+        # One training at a time per machine by default: a run takes every core (or the GPU) it is given.
+        "workers": env_int("KYARA_TRAINING_WORKERS", 1),
+        "timeout": KYARA_TRAINING_TASK_TIMEOUT,
+        "retry": KYARA_TRAINING_TASK_TIMEOUT + 600,
+        "label": "Kyara training",
+    },
+}
 
 # --- Background jobs (crawl, training, evaluation: one lifecycle in apps.core.jobs) --------------
 # A running job's process writes a heartbeat this often, from a thread of its own (so waiting out a

@@ -1,0 +1,76 @@
+"""A small world for improvement cycles: three characters, a frozen previous version, a rigged ``default`` and
+its evaluation; the fake booru of tests/crawling serves hu-tao's posts, and a qcluster pair (the default and
+the training queue) points at it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import running_qcluster
+from tests.crawling.conftest import TAG, crawl_environment, world  # noqa: F401 - the fake booru fixture
+from tests.evaluation.conftest import _fast_serving, make_characters, register_rigged, store_image  # noqa: F401
+from tests.training.conftest import FAST
+
+# Per character: enough images that a 25% test share holds 3 of each (tiers need KYARA_EVAL_MIN_SUPPORT).
+IMAGES_PER_CHARACTER = 12
+SPLITS = {"val": 0.25, "test": 0.25, "seed": 0, "min_images": 6}
+# Workers and the training process they start: eager PyTorch (no ONNX export per load), no runtime
+# measurement at registration, one training thread.
+WORKER_ENV = {"KYARA_INFERENCE_BACKEND": "torch", "KYARA_RUNTIME_CHOOSE_ON_REGISTER": "0",
+              "KYARA_TRAINING_THREADS": "1", "KYARA_ALIAS_WATCH_SECONDS": "0", "KYARA_EVAL_LATENCY_IMAGES": "3"}
+TRAINING = {**FAST, "epochs": 1}
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_measurement(settings):
+    settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER = False
+
+
+def make_world(*, default_logits=(3.0, 0.0)) -> dict:
+    """char-0 and char-1 (learnable pictures) and hu-tao, approved; ``v0`` frozen from them; ``default`` a rigged
+    model that knows char-0 and char-1 and always answers char-0; a succeeded evaluation of it on v0/test.
+
+    Tiers: char-1 and hu-tao (unknown to the model) are at 0% (P1); char-0 at 100% gets a rule of its own
+    (P4), so a plan has two tiers to crawl one after the other."""
+    from apps.characters.services import dataset_version_freeze
+    from apps.evaluation.models import DEFAULT_TIER_RULES, TierRule
+    from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
+    from apps.inference.services import model_alias_set
+
+    char0, char1, hu_tao = make_characters(["char-0", "char-1", "hu-tao"])
+    for character in (char0, hu_tao):
+        character.booru_tags = {"danbooru": TAG, "gelbooru": TAG}
+        character.save()
+    seed = 0
+    for label, character in enumerate((char0, char1, hu_tao)):
+        for _ in range(IMAGES_PER_CHARACTER):
+            seed += 1
+            store_image(label=label, seed=seed, character=character)
+    v0 = dataset_version_freeze(name="v0", **SPLITS)
+    for rule in DEFAULT_TIER_RULES:  # a flushed database (transactional tests) lost the seeded rules
+        TierRule.objects.get_or_create(priority=rule["priority"], defaults=rule)
+    TierRule.objects.create(priority=4, name="P4: the rest", max_accuracy=1.0, inclusive=True, images=5)
+    default = register_rigged("rigged-default", ["char-0", "char-1"], list(default_logits), dataset_version=v0)
+    model_alias_set(name="default", version=default)
+    run = evaluation_run_create(model_version=default, dataset_version=v0, split="test", queue=False)
+    run = evaluation_run_execute(run_id=run.pk)
+    assert run.status == "succeeded", run.error
+    return {"v0": v0, "default": default, "evaluation": run, "characters": (char0, char1, hu_tao)}
+
+
+@pytest.fixture
+def cycle_world(transactional_db):
+    return make_world()
+
+
+@pytest.fixture
+def cycle_qcluster(transactional_db, world, tmp_path):  # noqa: F811 - the fake booru fixture, imported above
+    """Both clusters (default and training queues) on the test database, every source pointed at the fake booru."""
+    local_root = tmp_path / "incoming"
+    local_root.mkdir(exist_ok=True)
+    env = {key: value if isinstance(value, str) else json.dumps(value, default=str)
+           for key, value in crawl_environment(world, local_root).items()}
+    env.update(KYARA_CRAWL_ALLOW_PRIVATE="127.0.0.1/32", KYARA_CRAWL_LOCAL_ROOT=str(local_root), **WORKER_ENV)
+    with running_qcluster("qcluster-cycle.log", **env) as proc:
+        yield proc
