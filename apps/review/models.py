@@ -36,8 +36,9 @@ class Suggestion(models.Model):
 
 
 class ReviewBatch(models.Model):
-    """Decisions applied together, with each image's state before and after: what undo restores, and
-    what it checks nobody changed since. The ImageEvents it made are listed (``events``)."""
+    """Decisions applied together (one request of a reviewer, one bulk approval, one auto-review pass): what
+    undo reverts as a whole. Each image's decision is a ``ReviewDecision``; the ImageEvents the batch
+    recorded are listed (``events``)."""
 
     class Kind(models.TextChoices):
         DECIDE = "decide", "decisions of a reviewer"
@@ -49,9 +50,6 @@ class ReviewBatch(models.Model):
                               related_name="+")
     model_version = models.ForeignKey("inference.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="+", help_text="Whose word the approvals took (bulk and auto)")
-    decisions = models.JSONField(default=list, help_text='[{"image", "action", "character", "reason"}] as applied')
-    before = models.JSONField(default=list, help_text='[{"image", "status", "reason", "character"}] (character: id)')
-    after = models.JSONField(default=list, help_text="The same, as the batch left them")
     events = models.JSONField(default=list, help_text="Ids of the ImageEvents the batch recorded")
     counts = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -63,4 +61,23 @@ class ReviewBatch(models.Model):
         verbose_name_plural = "review batches"
 
     def __str__(self) -> str:
-        return f"review batch {self.pk} ({self.kind}, {len(self.decisions)} images)"
+        return f"review batch {self.pk} ({self.kind})"
+
+
+class ReviewDecision(models.Model):
+    """One image's decision in a batch, with the image's state before and after it: undo restores
+    ``before`` and refuses when the image is no longer as ``after`` says (someone changed it since)."""
+
+    batch = models.ForeignKey(ReviewBatch, on_delete=models.CASCADE, related_name="decisions")
+    image = models.ForeignKey("characters.Image", on_delete=models.CASCADE, related_name="review_decisions")
+    action = models.CharField(max_length=10, help_text="approve, reject or relabel")
+    character = models.CharField(max_length=200, blank=True, help_text="relabel: the character's slug")
+    reason = models.CharField(max_length=200, blank=True, help_text="reject: the reason code; else a note")
+    before = models.JSONField(help_text='{"status", "reason", "character"} (character: id or null)')
+    after = models.JSONField(help_text="The same, as the batch left it")
+
+    class Meta:
+        ordering = ["batch", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} image {self.image_id} (batch {self.batch_id})"

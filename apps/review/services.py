@@ -27,7 +27,7 @@ from apps.core.api import ServiceError
 from apps.inference.loading import predictor_cache
 from apps.inference.models import ModelVersion
 
-from .models import ReviewBatch, Suggestion
+from .models import ReviewBatch, ReviewDecision, Suggestion
 from .selectors import NO_MODEL_MESSAGE, ReviewFilters, flag_confidence, review_queue, suggesting_version
 from .verdict import TOP_K, judge
 
@@ -175,7 +175,7 @@ class Decision:
 
 
 def _state(image: Image) -> dict:
-    return {"image": image.pk, "status": image.status, "reason": image.reason, "character": image.character_id}
+    return {"status": image.status, "reason": image.reason, "character": image.character_id}
 
 
 def _user(actor):
@@ -196,11 +196,9 @@ def _apply(*, kind: str, decisions: list[Decision], actor, version: ModelVersion
     if gone:
         raise ServiceError("images_gone", f"Image(s) {', '.join(map(str, gone[:PROBLEMS_SHOWN]))} were deleted "
                            "meanwhile; nothing was applied.", status_code=409, images=gone)
+    before = {pk: _state(image) for pk, image in images.items()}
     marker = ImageEvent.objects.aggregate(last=Max("id"))["last"] or 0
-    batch = ReviewBatch.objects.create(
-        kind=kind, actor=_user(actor), model_version=version, before=[_state(images[pk]) for pk in ids],
-        decisions=[{"image": d.image, "action": d.action, "character": d.character.slug if d.character else None,
-                    "reason": d.reason} for d in decisions])
+    batch = ReviewBatch.objects.create(kind=kind, actor=_user(actor), model_version=version)
     relabel: dict[Character, list[int]] = defaultdict(list)
     approve: dict[str, list[int]] = defaultdict(list)
     reject: dict[str, list[int]] = defaultdict(list)
@@ -217,13 +215,17 @@ def _apply(*, kind: str, decisions: list[Decision], actor, version: ModelVersion
         image_set_status(image_ids=image_ids, status=Image.Status.APPROVED, actor=actor, reason=text)
     for reason, image_ids in reject.items():
         image_set_status(image_ids=image_ids, status=Image.Status.REJECTED, actor=actor, reason=reason)
-    batch.after = [_state(image) for image in Image.objects.filter(pk__in=ids).order_by("pk")]
+    after = {image.pk: _state(image) for image in Image.objects.filter(pk__in=ids)}
+    ReviewDecision.objects.bulk_create(
+        ReviewDecision(batch=batch, image_id=d.image, action=d.action, reason=d.reason,
+                       character=d.character.slug if d.character else "", before=before[d.image], after=after[d.image])
+        for d in decisions)
     batch.events = list(ImageEvent.objects.filter(image_id__in=ids, pk__gt=marker).order_by("pk")
                         .values_list("pk", flat=True))
     actions = [decision.action for decision in decisions]
     batch.counts = {"approved": actions.count("approve"), "rejected": actions.count("reject"),
                     "relabelled": actions.count("relabel")}
-    batch.save(update_fields=["after", "events", "counts"])
+    batch.save(update_fields=["events", "counts"])
     return batch
 
 
@@ -350,10 +352,10 @@ def review_undo(*, actor) -> dict:
         .order_by("-created_at", "-id").first())
     if batch is None:
         raise ServiceError("nothing_to_undo", "You have no review decisions left to undo.", status_code=404)
-    ids = [state["image"] for state in batch.after]
-    current = {image.pk: image for image in Image.objects.select_for_update().filter(pk__in=ids)}
-    changed = [state["image"] for state in batch.after
-               if state["image"] not in current or _state(current[state["image"]]) != state]
+    decisions = list(batch.decisions.all())
+    current = {image.pk: image for image in
+               Image.objects.select_for_update().filter(pk__in=[d.image_id for d in decisions])}
+    changed = [d.image_id for d in decisions if d.image_id not in current or _state(current[d.image_id]) != d.after]
     if changed:
         raise ServiceError("changed_since", f"Cannot undo review batch {batch.pk}: image(s) "
                            f"{', '.join(map(str, changed[:PROBLEMS_SHOWN]))} changed after it; undoing would lose "
@@ -361,11 +363,12 @@ def review_undo(*, actor) -> dict:
     note = f"undo review batch {batch.pk}"
     by_character: dict[int | None, list[int]] = defaultdict(list)
     by_status: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for state in batch.before:
-        by_character[state["character"]].append(state["image"])
-        rejected = state["status"] == Image.Status.REJECTED
-        reason = (state["reason"] if state["reason"] in REJECT_REASONS else DEFAULT_REJECT_REASON) if rejected else note
-        by_status[(state["status"], reason)].append(state["image"])
+    for decision in decisions:
+        before = decision.before
+        by_character[before["character"]].append(decision.image_id)
+        rejected = before["status"] == Image.Status.REJECTED
+        reason = (before["reason"] if before["reason"] in REJECT_REASONS else DEFAULT_REJECT_REASON) if rejected else note
+        by_status[(before["status"], reason)].append(decision.image_id)
     characters = Character.objects.in_bulk([pk for pk in by_character if pk is not None])
     for character_id, image_ids in by_character.items():
         image_relabel(image_ids=image_ids, character=characters.get(character_id), actor=actor, reason=note)
@@ -373,7 +376,7 @@ def review_undo(*, actor) -> dict:
         image_set_status(image_ids=image_ids, status=status, actor=actor, reason=reason)
     batch.undone_at = timezone.now()
     batch.save(update_fields=["undone_at"])
-    return {"batch": batch.pk, "kind": batch.kind, "restored": len(batch.before)}
+    return {"batch": batch.pk, "kind": batch.kind, "restored": len(decisions)}
 
 
 @transaction.atomic
@@ -387,7 +390,7 @@ def review_approve_agreeing(*, min_probability: float, filters: ReviewFilters | 
         return {"model": None, "approved": 0, "batch": None, "message": NO_MODEL_MESSAGE}
     # The verdict must be on the label the image has now (claimed_slug), not one it had when computed.
     ids = list(review_queue(filters=filters, version=version)
-               .filter(current__agrees=True, current__claimed_probability__gte=threshold,
+               .filter(status=Image.Status.PENDING, current__agrees=True, current__claimed_probability__gte=threshold,
                        current__claimed_slug=F("character__slug"))
                .values_list("pk", flat=True))
     if not ids:
