@@ -8,13 +8,8 @@ from rest_framework.test import APIClient
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def rates(throttle_rates):
-    return throttle_rates
-
-
-def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(rates, staff_user):
-    rates(anon="2/min", user="3/min")
+def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(throttle_rates, staff_user):
+    throttle_rates(anon="2/min", user="3/min")
     anonymous = APIClient()
     assert [anonymous.get("/api/v1/series/").status_code for _ in range(3)] == [200, 200, 429]
     refused = anonymous.get("/api/v1/characters/")
@@ -24,8 +19,8 @@ def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(rates, 
     assert [signed_in.get("/api/v1/series/").status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
-def test_x_forwarded_for_picks_the_bucket_only_behind_a_declared_proxy(rates, settings):
-    rates(anon="1/min")
+def test_x_forwarded_for_picks_the_bucket_only_behind_a_declared_proxy(throttle_rates, settings):
+    throttle_rates(anon="1/min")
     client = APIClient()
     assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="1.1.1.1").status_code == 200
     # No proxy declared (KYARA_NUM_PROXIES=0): a new header is the same client.
@@ -35,8 +30,8 @@ def test_x_forwarded_for_picks_the_bucket_only_behind_a_declared_proxy(rates, se
     assert client.get("/api/v1/series/", HTTP_X_FORWARDED_FOR="3.3.3.3").status_code == 429
 
 
-def test_the_token_endpoint_is_throttled(rates, staff_user):
-    rates(login="3/min")
+def test_the_token_endpoint_is_throttled(throttle_rates, staff_user):
+    throttle_rates(login="3/min")
     client = APIClient()
     wrong = {"username": "curator", "password": "wrong"}
     assert [client.post("/api/v1/auth/token/", wrong).status_code for _ in range(3)] == [400, 400, 400]
@@ -48,8 +43,8 @@ def test_the_token_endpoint_is_throttled(rates, staff_user):
 
 
 @pytest.mark.parametrize("path", ["/login/", "/admin/login/", "/api/v1/auth/login/"])
-def test_every_log_in_form_is_throttled(path, rates, client, staff_user):
-    rates(login="2/min")
+def test_every_log_in_form_is_throttled(path, throttle_rates, client, staff_user):
+    throttle_rates(login="2/min")
     assert client.get(path).status_code == 200  # reading the form costs nothing
     codes = [client.post(path, {"username": "curator", "password": "wrong"}).status_code for _ in range(2)]
     assert codes == [200, 200]  # the form again, with its error
