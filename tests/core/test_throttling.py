@@ -8,7 +8,33 @@ from rest_framework.test import APIClient
 pytestmark = pytest.mark.django_db
 
 
+def _api_views() -> dict[str, type]:
+    """Every DRF view class the URL conf routes under /api/, by route."""
+    from django.urls import URLResolver, get_resolver
+
+    def walk(patterns, prefix):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif getattr(pattern.callback, "cls", None) is not None:
+                yield prefix + str(pattern.pattern), pattern.callback.cls
+
+    return {route: cls for route, cls in walk(get_resolver().url_patterns, "") if route.startswith("api/")}
+
+
 def test_every_api_view_is_throttled_for_anonymous_and_signed_in_clients(throttle_rates, staff_user):
+    from django.contrib.auth.models import AnonymousUser
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    views = _api_views()
+    assert len(views) > 50 and any("predict" in route for route in views)
+    for who in (AnonymousUser(), staff_user):
+        request = Request(APIRequestFactory().get("/api/v1/"))
+        request.user = who
+        for route, cls in views.items():  # some throttle of the view counts this client's requests
+            throttles = cls().get_throttles()
+            assert any(t.get_cache_key(request, None) for t in throttles), (route, who, throttles)
     throttle_rates(anon="2/min", user="3/min")
     anonymous = APIClient()
     assert [anonymous.get("/api/v1/series/").status_code for _ in range(3)] == [200, 200, 429]
