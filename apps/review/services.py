@@ -22,7 +22,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.characters.models import Character, Image, ImageEvent
-from apps.characters.services import REJECT_REASONS, image_relabel, image_set_status
+from apps.characters.services import REJECT_REASONS, image_relabel, image_set_status, suggestions_request
 from apps.core.api import ServiceError
 from apps.inference.loading import predictor_cache
 from apps.inference.models import ModelVersion
@@ -153,15 +153,17 @@ def suggestions_compute(*, image_ids: Iterable[int], model: str = "default",
 
 
 def suggestions_recompute_pending(*, model: str = "default") -> dict:
-    """Verdicts of the version ``model`` points at now on every pending image that has none from it (run
-    when ``default`` moves: the queue reads the current default's verdicts)."""
+    """Ask for the verdicts of the version ``model`` points at now on every pending image that has none from
+    it (run when ``default`` moves: the queue reads the current default's verdicts). Queued as tasks of a
+    few hundred images each, so a large queue never holds one worker for long.
+    Returns ``{"model", "queued"}`` (and a ``message`` when no model is promoted)."""
     version = suggesting_version(model, fresh=True)
     if version is None:
-        return {"model": None, "suggested": 0, "flagged": 0, "approved": 0, "failed": 0, "failures": [],
-                "batch": None, "message": NO_MODEL_MESSAGE}
-    ids = list(Image.objects.filter(status=Image.Status.PENDING)
-               .exclude(suggestions__model_version=version).values_list("pk", flat=True))
-    return _compute(version, ids, auto_approve_min_confidence=None, actor=None)
+        return {"model": None, "queued": 0, "message": NO_MODEL_MESSAGE}
+    ids = list(Image.objects.filter(status=Image.Status.PENDING).exclude(suggestions__model_version=version)
+               .order_by("pk").values_list("pk", flat=True))
+    suggestions_request(ids)
+    return {"model": version.name, "queued": len(ids)}
 
 
 # --- Decisions ---------------------------------------------------------------------------------------

@@ -14,5 +14,5 @@ def suggest_images(image_ids: list[int], auto_approve_min_confidence: float | No
 
 
 def suggestions_recompute_pending(model: str = "default") -> dict:
-    """Verdicts of the model ``default`` points at now on the pending images (after ``default`` moved)."""
+    """Queue the verdicts of the model ``default`` points at now on the pending images (after it moved)."""
     return services.suggestions_recompute_pending(model=model)
