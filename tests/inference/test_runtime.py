@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from apps.ml import runtime_choice
 from apps.ml.architectures import architectures
 from apps.ml.artifacts import ArtifactError
 from apps.ml.images import decode_eval_crop, resize_size
@@ -118,10 +119,12 @@ def test_one_batched_forward_equals_single_forwards(batch_threads, trained_artif
     assert caught.value.index == 2 and caught.value.reason == "not_an_image"
 
 
-def test_auto_backend_is_fp32_without_timing_anything(trained_artifacts, tmp_path):
-    """Without a recorded choice ``auto`` is ONNX Runtime fp32: the model's own answers, nothing timed."""
+def test_auto_backend_is_fp32_without_a_runtime_choice(trained_artifacts, tmp_path):
+    """Without a recorded choice ``auto`` is ONNX Runtime fp32: the model's own answers; no candidate is judged
+    or timed (``apps.ml.runtime_choice`` does not run)."""
+    before = runtime_choice.measurements
     predictor = load_predictor(trained_artifacts.v1, backend="auto", onnx_cache_dir=tmp_path)
-    assert predictor.backend_name == "onnxruntime" and "choice_ms" not in predictor.info
+    assert predictor.backend_name == "onnxruntime" and runtime_choice.measurements == before
     images = [class_image_bytes(label, 30) for label in LABELS]
     batch = predictor.preprocess(images)
     assert np.abs(predictor.probabilities(batch) - _eager_probabilities(predictor.model, batch)).max() < 1e-4
