@@ -8,4 +8,5 @@ api_v1 = [
     path("", include("apps.inference.api.urls")),
     path("", include("apps.evaluation.api.urls")),
     path("", include("apps.review.api.urls")),
+    path("", include("apps.improvement.api.urls")),
 ]

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "apps.training",
     "apps.evaluation",
     "apps.review",
+    "apps.improvement",
     "apps.dashboard",
 ]
 
@@ -442,6 +443,18 @@ KYARA_EVAL_CONFUSED_PAIRS = env_int("KYARA_EVAL_CONFUSED_PAIRS", 20)
 KYARA_EVAL_THRESHOLD_KEEP = env_float("KYARA_EVAL_THRESHOLD_KEEP", 0.95)
 # Evaluate every model version a training job registers, on this split (empty: off).
 KYARA_EVAL_AFTER_TRAINING_SPLIT = env_str("KYARA_EVAL_AFTER_TRAINING_SPLIT", "test")
+
+# --- Improvement cycles (plan → crawl → review → freeze → train → evaluate → promote) ------------
+# A new model replaces `default` only when its top-1 beats default's by this much on every test split compared.
+KYARA_CYCLE_PROMOTE_MARGIN = env_float("KYARA_CYCLE_PROMOTE_MARGIN", 0.005)
+# Every this many minutes a schedule advances every running cycle (0: no schedule); a child job that ends
+# advances its cycle at once, the schedule catches what that missed and notices a finished review.
+KYARA_CYCLE_ADVANCE_MINUTES = env_int("KYARA_CYCLE_ADVANCE_MINUTES", 1)
+# A weekly schedule starts a cycle from the latest evaluation of `default` (off by default).
+KYARA_CYCLE_WEEKLY = env_bool("KYARA_CYCLE_WEEKLY", False)
+KYARA_CYCLE_WEEKLY_PROMOTE = env_bool("KYARA_CYCLE_WEEKLY_PROMOTE", False)  # the weekly cycle may promote
+# Pending images one step sends through the model's suggestions (the auto-review) before it hands over.
+KYARA_CYCLE_REVIEW_BATCH = env_int("KYARA_CYCLE_REVIEW_BATCH", 500)
 
 # --- Logging -------------------------------------------------------------------------------------
 LOGGING = {

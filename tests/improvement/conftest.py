@@ -71,6 +71,8 @@ def cycle_qcluster(transactional_db, world, tmp_path):  # noqa: F811 - the fake 
     local_root.mkdir(exist_ok=True)
     env = {key: value if isinstance(value, str) else json.dumps(value, default=str)
            for key, value in crawl_environment(world, local_root).items()}
-    env.update(KYARA_CRAWL_ALLOW_PRIVATE="127.0.0.1/32", KYARA_CRAWL_LOCAL_ROOT=str(local_root), **WORKER_ENV)
+    # A read timeout longer than the slow site of the cancel test (tests/crawling keeps 0.4 s to test timeouts).
+    env.update(KYARA_CRAWL_ALLOW_PRIVATE="127.0.0.1/32", KYARA_CRAWL_LOCAL_ROOT=str(local_root),
+               KYARA_CRAWL_READ_TIMEOUT="5", **WORKER_ENV)
     with running_qcluster("qcluster-cycle.log", **env) as proc:
         yield proc

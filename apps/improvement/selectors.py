@@ -1,0 +1,48 @@
+"""Reads of improvement cycles: what a page, the API and ``manage.py improve --json`` show of them."""
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.urls import NoReverseMatch, reverse
+
+from .models import Cycle
+from .stages import pending_images
+
+# A stage's link kind → (page, API) URL names; the first that resolves is the link's url.
+LINK_URLS = {
+    "crawl_job": ("crawling:detail", "crawljob-detail"),
+    "training_job": ("training:detail", "training-job-detail"),
+    "evaluation": ("evaluation:detail", "evaluation-detail"),
+    "dataset_version": (None, "datasetversion-detail"),
+    "model_version": (None, "modelversion-detail"),
+    "review": ("review:queue", None),
+}
+
+
+def cycles_with_relations() -> QuerySet[Cycle]:
+    return Cycle.objects.prefetch_related("crawl_jobs").select_related("from_evaluation__model_version", "from_evaluation__dataset_version",
+                                       "dataset_version", "training_job__model_version", "baseline_model",
+                                       "requested_by")
+
+
+def link_url(kind: str, pk: int | None) -> str | None:
+    """The page of what a stage links to (the API resource where it has no page), or None."""
+    for name in LINK_URLS.get(kind, ()):
+        if name is None or pk is None:
+            continue
+        try:
+            return reverse(name, args=[pk]) if kind != "review" else f"{reverse(name)}?cycle={pk}"
+        except NoReverseMatch:
+            continue
+    return None
+
+
+def stages_with_urls(cycle: Cycle) -> list[dict]:
+    return [{**record, "links": [{**item, "url": link_url(item["kind"], item["id"])} for item in record["links"]]}
+            for record in cycle.stages]
+
+
+def waiting_images(cycle: Cycle) -> int | None:
+    """How many images of this cycle's crawls are pending now (None before it crawled anything)."""
+    if not cycle.plan.get("tiers") or not any(tier["jobs"] for tier in cycle.plan["tiers"]):
+        return None
+    return pending_images(cycle).count()
