@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apps.characters.models import Character
 from apps.core.api import ServiceError
@@ -22,12 +22,17 @@ from .sources import sources
 REFRESH_SECONDS = 3
 
 
+# What a person sets when starting a job, in the order the form shows it.
+JOB_OPTIONS = ["source", "character", "query", "quota", "approve", "solo", "auto_approve_min_confidence", "max_pages",
+               "threads"]
+
+
 class CrawlJobForm(forms.ModelForm):
     source = forms.ChoiceField(choices=())
 
     class Meta:
         model = CrawlJob
-        fields = ["source", "character", "query", "quota", "approve", "max_pages", "threads"]
+        fields = JOB_OPTIONS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,6 +47,7 @@ class CrawlJobForm(forms.ModelForm):
                     source=data["source"], character=data.get("character"), query=data.get("query", ""),
                     quota=data["quota"],
                 )
+                services.auto_approve_validate(data.get("auto_approve_min_confidence"))
             except ServiceError as exc:
                 raise forms.ValidationError(exc.message, code=exc.code) from None
         return data
@@ -53,22 +59,19 @@ class CrawlJobAdmin(admin.ModelAdmin):
     list_display = ["id", "source", "character", "status", "progress_bar", "listed", "skipped_known", "downloaded",
                     "accepted", "exact_duplicates", "near_duplicates", "too_small", "refused", "errors",
                     "stop_reason", "created_at"]
-    list_filter = ["status", "source", "origin"]
+    list_filter = ["status", "source", "origin", "solo"]
     search_fields = ["query", "character__slug", "character__name"]
     list_select_related = ["character__series"]
     actions = ["cancel_jobs", "retry_jobs"]
-    counters = ["status", "stop_reason", "progress_bar", *COUNTER_FIELDS, "refused_by_reason", "errors_by_kind",
-                "ingest_seconds", "error", "origin", "requested_by", "task_id", "attempts", "started_at",
-                "heartbeat_at", "finished_at", "cancel_requested"]
+    counters = ["steps_used", "status", "stop_reason", "progress_bar", *COUNTER_FIELDS, "refused_by_reason",
+                "errors_by_kind", "ingest_seconds", "error", "origin", "evaluation_run_id", "requested_by", "task_id",
+                "attempts", "started_at", "heartbeat_at", "finished_at", "cancel_requested"]
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return []
-        return ["source", "character", "query", "quota", "approve", "max_pages", "threads", *self.counters]
+        return [] if obj is None else [*JOB_OPTIONS, *self.counters]
 
     def get_fields(self, request, obj=None):
-        fields = ["source", "character", "query", "quota", "approve", "max_pages", "threads"]
-        return fields if obj is None else fields + self.counters
+        return JOB_OPTIONS if obj is None else [*JOB_OPTIONS, *self.counters]
 
     def has_delete_permission(self, request, obj=None):
         return bool(obj is None or not obj.is_active) and super().has_delete_permission(request, obj)
@@ -78,12 +81,23 @@ class CrawlJobAdmin(admin.ModelAdmin):
         return format_html('<progress value="{}" max="{}"></progress> {}/{}', obj.accepted, obj.quota,
                            obj.accepted, obj.quota)
 
+    @admin.display(description="steps")
+    def steps_used(self, obj: CrawlJob):
+        """The checks the crawl runs, in order, each with what it does in this crawl."""
+        if not obj.steps:
+            return "—"
+        return format_html("<ol>{}</ol>", format_html_join(
+            "", "<li><code>{}</code> ({}): {}</li>",
+            ((step.get("name", ""), step.get("stage", ""), step.get("note", "")) for step in obj.steps),
+        ))
+
     def save_model(self, request, obj, form, change):
         if change:
             return  # a job's parameters are fixed once created; cancel and retry are actions
         job = services.crawl_job_create(
             source=obj.source, character=obj.character, query=obj.query, quota=obj.quota, approve=obj.approve,
-            max_pages=obj.max_pages, threads=obj.threads, requested_by=request.user, origin="admin",
+            solo=obj.solo, auto_approve_min_confidence=obj.auto_approve_min_confidence, max_pages=obj.max_pages,
+            threads=obj.threads, requested_by=request.user, origin="admin",
         )
         obj.pk = job.pk
         obj._state.adding = False

@@ -37,6 +37,19 @@ class CrawlJob(Job):
     approve = models.BooleanField(default=False, help_text="Accepted images are approved, not pending")
     max_pages = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: KYARA_CRAWL_MAX_PAGES")
     threads = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: KYARA_CRAWL_THREADS")
+    solo = models.BooleanField(
+        null=True, blank=True, help_text="Only single-character posts (boorus: tagged solo); empty: the source's "
+        "default. Sources whose posts carry no tags ignore it",
+    )
+    auto_approve_min_confidence = models.FloatField(
+        null=True, blank=True, help_text="Auto-review: new images whose claimed label the model confirms at or "
+        "above this probability (0 < p ≤ 1) are approved; the rest wait for a person. Empty: off",
+    )
+    evaluation_run_id = models.PositiveBigIntegerField(
+        null=True, blank=True, db_index=True, help_text="The evaluation run whose collection plan created the job",
+    )
+    steps = models.JSONField(default=list, blank=True, help_text="The checks the crawl runs, in order: "
+                             "[{name, stage, note}] (apps.crawling.steps)")
     origin = models.CharField(max_length=20, default="api", help_text="api, admin, cli, plan")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -63,6 +76,14 @@ class CrawlJob(Job):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["source", "status"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(auto_approve_min_confidence__isnull=True)
+                | models.Q(auto_approve_min_confidence__gt=0, auto_approve_min_confidence__lte=1),
+                name="crawl_job_auto_approve_in_0_1",
+                violation_error_message="auto_approve_min_confidence must be above 0 and at most 1.",
+            ),
+        ]
 
     def __str__(self) -> str:
         who = self.character.slug if self.character_id else "unlabelled"

@@ -1,6 +1,8 @@
-"""One run of a crawl job as small steps: list → drop repeats → skip known → download (a bounded
-pool) → ingest (this thread, one writer) → count. Memory stays flat; every loop is bounded by the
-quota, the page cap, the known-streak rule or a cancel.
+"""One run of a crawl job: list → drop repeats → the steps' checks on each post → download (a bounded
+pool) → ingest (this thread, one writer) as the steps configure it → the steps see what was stored → count.
+The checks themselves are small steps (``apps.crawling.steps``) assembled for the job; this module keeps the
+loop, the pool, the cursor and the counters. Memory stays flat; every loop is bounded by the quota, the page
+cap, the known-streak rule or a cancel.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from apps.core.jobs import job_heartbeat
 
 from .models import COUNTER_FIELDS, CrawlCursor, CrawlJob, SeenPost
 from .sources import Cancelled, FetchError, Source
-from .sources.base import Candidate, rating_allowed
+from .sources.base import Candidate
+from .steps import KNOWN, CrawlSteps, assemble_steps
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +75,17 @@ def merge_cursor(cursor: CrawlCursor, phases: list[Phase], decided: set[str]) ->
 
 
 class CrawlRun:
-    def __init__(self, job: CrawlJob, source: Source, *, query: str, stop: threading.Event) -> None:
+    def __init__(self, job: CrawlJob, source: Source, *, query: str, stop: threading.Event,
+                 steps: CrawlSteps | None = None) -> None:
         self.job = job
         self.source = source
+        self.steps = steps or assemble_steps(job, source)
+        self.ingest_options = self.steps.ingest_options()
         self.query = query
         self.stop = stop
         self.threads = max(1, min(job.threads or settings.KYARA_CRAWL_THREADS, max(source.politeness.concurrency, 1)))
         self.max_pages = job.max_pages or settings.KYARA_CRAWL_MAX_PAGES
         self.stop_after_known = max(settings.KYARA_CRAWL_STOP_AFTER_KNOWN, 1)
-        self.min_side = settings.KYARA_MIN_IMAGE_SIDE
         self.counts = {name: getattr(job, name) for name in COUNTER_FIELDS}
         self.refused_by_reason = Counter(job.refused_by_reason)
         self.errors_by_kind = Counter(job.errors_by_kind)
@@ -89,7 +94,6 @@ class CrawlRun:
         self.inflight: dict[Future, Candidate] = {}
         self.decided: set[str] = set()
         self.seen_in_run: set[str] = set()
-        self.md5_in_run: set[str] = set()
         self._last_flush = 0.0
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -109,6 +113,7 @@ class CrawlRun:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.source.close()
             self._save_cursor()
+            self.steps.finish()  # what it stored is kept whatever ended the run: it gets its suggestions
             self.flush(force=True)
 
     def _crawl(self) -> str:
@@ -136,19 +141,19 @@ class CrawlRun:
 
     def _take_page(self, page: list, phase: Phase, ordered: bool) -> tuple[int | None, str]:
         """Decide each candidate of a page in listing order; returns (jump below this id, stop reason)."""
-        known_ids, known_md5s = self._known(page)
+        self.steps.prepare(page)
         for candidate in page:
             if self.stop.is_set():
                 return None, "cancelled"
             if candidate.post_id in self.seen_in_run:
-                self.counts["skipped_known"] += 1  # listed twice (within or across pages)
+                self.counts[KNOWN] += 1  # listed twice (within or across pages)
                 continue
             self.seen_in_run.add(candidate.post_id)
             self.counts["listed"] += 1
             phase.listed.append(candidate.post_id)
-            md5 = candidate.md5
-            if candidate.post_id in known_ids or (md5 and (md5 in known_md5s or md5 in self.md5_in_run)):
-                self.counts["skipped_known"] += 1
+            refusal = self.steps.check(candidate)
+            if refusal is not None and refusal.counter == KNOWN:
+                self.counts[KNOWN] += 1
                 self.decided.add(candidate.post_id)
                 phase.streak += 1
                 if phase.streak >= self.stop_after_known:
@@ -157,9 +162,8 @@ class CrawlRun:
                         return jump, reason
                 continue
             phase.streak = 0
-            if md5:
-                self.md5_in_run.add(md5)
-            if self._refuse_before_download(candidate):
+            if refusal is not None:
+                self._decide(candidate, refusal.reason, counter=refusal.counter)
                 continue
             reason = self._submit(candidate)
             if reason:
@@ -176,30 +180,6 @@ class CrawlRun:
                 return None, "caught_up"
             return cursor.oldest_id, ""  # jump below the block seen before
         return None, ""  # above the block (a gap left by an earlier run) or no block yet: keep going
-
-    def _known(self, page: list) -> tuple[set[str], set[str]]:
-        """Posts of this page already decided (by this source's id, or anywhere by md5): one query each."""
-        ids = [c.post_id for c in page]
-        md5s = [c.md5 for c in page if c.md5]
-        name = self.source.name
-        known_ids = set(SeenPost.objects.filter(source=name, post_id__in=ids).values_list("post_id", flat=True))
-        known_ids |= set(
-            Image.objects.filter(source_site=name, source_post_id__in=ids).values_list("source_post_id", flat=True)
-        )
-        known_md5s = set(SeenPost.objects.filter(md5__in=md5s).values_list("md5", flat=True)) if md5s else set()
-        return known_ids, known_md5s
-
-    def _refuse_before_download(self, candidate: Candidate) -> bool:
-        if not candidate.url:
-            self._decide(candidate, "no_file", counter="refused")
-            return True
-        if candidate.width and candidate.height and min(candidate.width, candidate.height) < self.min_side:
-            self._decide(candidate, "too_small", counter="too_small")
-            return True
-        if not rating_allowed(candidate.rating, settings.KYARA_CRAWL_MAX_RATING):
-            self._decide(candidate, "rating", counter="refused")
-            return True
-        return False
 
     def _submit(self, candidate: Candidate) -> str:
         """Queue a download, keeping accepted + in flight within the quota and the pool's width."""
@@ -246,12 +226,15 @@ class CrawlRun:
             self.error = f"{candidate.url}: {type(exc).__name__}: {exc}"
             return
         self.counts["downloaded"] += 1
+        options = self.ingest_options
         started = time.perf_counter()
         result = image_ingest(
             data=data,
             source_kind=Image.SourceKind.CRAWL,
             character=self.job.character,
-            status=Image.Status.APPROVED if self.job.approve else None,
+            status=options.status,
+            near_duplicate_policy=options.near_duplicate_policy,
+            min_side=options.min_side,
             source_site=self.source.name,
             source_url=candidate.url if candidate.url.startswith(("http://", "https://")) else "",
             source_post_id=candidate.post_id,
@@ -259,19 +242,11 @@ class CrawlRun:
             original_name=candidate.url.rsplit("/", 1)[-1][:255],
         )
         self.ingest_seconds += time.perf_counter() - started
-        if result.outcome == "new":
-            counter = "accepted"
-        elif result.outcome == "exact_duplicate":
-            counter = "exact_duplicates"
-        elif result.outcome == "near_duplicate":
-            counter = "near_duplicates"
-        elif result.reason == "too_small":
-            counter = "too_small"
-        else:
-            counter = "refused"
-        outcome = result.outcome if result.outcome != "refused" else result.reason or "refused"
+        outcome, counter = self.steps.judge(result)
         md5 = candidate.md5 or hashlib.md5(data).hexdigest()
         self._decide(candidate, outcome, counter=counter, md5=md5, image=result.image)
+        if counter == "accepted" and result.image is not None:
+            self.steps.stored(result.image)
 
     def _decide(self, candidate: Candidate, outcome: str, *, counter: str, md5: str = "", image=None) -> None:
         self.counts[counter] += 1
@@ -291,7 +266,8 @@ class CrawlRun:
             return
         self._last_flush = now
         values = dict(self.counts, refused_by_reason=dict(self.refused_by_reason),
-                      errors_by_kind=dict(self.errors_by_kind), ingest_seconds=self.ingest_seconds)
+                      errors_by_kind=dict(self.errors_by_kind), ingest_seconds=self.ingest_seconds,
+                      steps=self.steps.describe())
         if self.error:
             values["error"] = self.error[:2000]
         quota = self.job.quota

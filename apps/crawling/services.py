@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from typing import Any
 
 from django.db import transaction
 
@@ -15,6 +17,7 @@ from apps.core.registry import RegistryError
 from .models import COUNTER_FIELDS, CrawlJob
 from .pipeline import CrawlRun
 from .sources import FetchError, Source, build_source
+from .steps import assemble_steps
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,19 @@ def _enqueue_after_commit(job: CrawlJob) -> None:
         CrawlJob.objects.filter(pk=job.pk, task_id="").update(task_id=str(task_id or "")[:64])
 
     transaction.on_commit(_send)
+
+
+def auto_approve_validate(value: Any) -> float | None:
+    """The auto-review threshold: None (off) or a number above 0 and at most 1 (a probability of the model)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 < value <= 1:
+        raise ServiceError(
+            "invalid_auto_approve",
+            f"auto_approve_min_confidence must be above 0 and at most 1 (e.g. 0.9), or empty for no auto-review; "
+            f"got {value!r}.",
+        )
+    return float(value)
 
 
 def crawl_job_prepare(*, source: str, character: Character | None, query: str, quota: int) -> tuple[Source, str]:
@@ -73,20 +89,33 @@ def crawl_job_create(
     character: Character | None = None,
     query: str = "",
     approve: bool = False,
+    solo: bool | None = None,
+    auto_approve_min_confidence: float | None = None,
     max_pages: int | None = None,
     threads: int | None = None,
     requested_by=None,
     origin: str = "api",
+    evaluation_run_id: int | None = None,
     queue: bool = True,
 ) -> CrawlJob:
-    """Create a crawl job and (after commit) queue it; ``queue=False`` leaves it for a caller to run."""
-    _adapter, query = crawl_job_prepare(source=source, character=character, query=query, quota=quota)
+    """Create a crawl job and (after commit) queue it; ``queue=False`` leaves it for a caller to run.
+
+    ``solo``: only single-character posts (None: the source's default); ``auto_approve_min_confidence``: the
+    auto-review policy (None: off). The job records the steps it will run, as the source and these options
+    assemble them."""
+    adapter, query = crawl_job_prepare(source=source, character=character, query=query, quota=quota)
     if origin not in ORIGINS:
         raise ServiceError("invalid_origin", f"origin must be one of {', '.join(ORIGINS)}.")
     job = CrawlJob(
-        source=source, query=query, character=character, quota=quota, approve=approve, max_pages=max_pages,
+        source=source, query=query, character=character, quota=quota, approve=approve, solo=solo,
+        auto_approve_min_confidence=auto_approve_validate(auto_approve_min_confidence), max_pages=max_pages,
         threads=threads, requested_by=requested_by if getattr(requested_by, "pk", None) else None, origin=origin,
+        evaluation_run_id=evaluation_run_id,
     )
+    try:
+        job.steps = assemble_steps(job, adapter).describe()
+    except ValueError as exc:  # the adapter lists a step that does not exist, or leaves out a required one
+        raise ServiceError("bad_steps", f"{source}: {exc}") from None
     job.full_clean()
     job.save()
     if queue:
@@ -154,13 +183,23 @@ def split_quota(wanted: int, parts: int) -> list[int]:
 
 @transaction.atomic
 def collection_plan_create(
-    *, targets: list[tuple[Character, int]], requested_by=None, sources: list[str] | None = None
+    *,
+    targets: list[tuple[Character, int]],
+    requested_by=None,
+    sources: list[str] | None = None,
+    solo: bool = True,
+    auto_approve_min_confidence: float | None = None,
+    evaluation_run_id: int | None = None,
 ) -> list[CrawlJob]:
     """Crawl jobs for (character, wanted images): each quota split over the sources that know the
-    character (have its tags). A character no source knows gets no job and is logged."""
+    character (have its tags). A character no source knows gets no job and is logged.
+
+    Plans ask for single-character posts by default (the model is single-label); every job carries the
+    plan's auto-review policy and the evaluation run it came from, if any."""
     if sources is not None:
         for name in sources:
             _source(name)  # unknown names fail before anything is created
+    auto_approve_min_confidence = auto_approve_validate(auto_approve_min_confidence)
     jobs: list[CrawlJob] = []
     for character, wanted in targets:
         if wanted <= 0:
@@ -171,7 +210,9 @@ def collection_plan_create(
             continue
         for name, quota in zip(names, split_quota(min(int(wanted), MAX_QUOTA), len(names)), strict=True):
             if quota > 0:
-                jobs.append(crawl_job_create(source=name, character=character, quota=quota,
-                                             requested_by=requested_by, origin="plan"))
+                jobs.append(crawl_job_create(
+                    source=name, character=character, quota=quota, solo=solo,
+                    auto_approve_min_confidence=auto_approve_min_confidence, requested_by=requested_by,
+                    origin="plan", evaluation_run_id=evaluation_run_id,
+                ))
     return jobs
-

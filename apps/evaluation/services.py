@@ -410,8 +410,10 @@ def _notes(run, reference, labels, model_labels, rows, done, leaks) -> list[str]
 # --- Collection plans -------------------------------------------------------------------------------
 
 def evaluation_plan_create(*, run: EvaluationRun, requested_by=None, sources: list[str] | None = None,
-                           include_low_support: bool = False) -> list:
-    """Crawl jobs for the run's tiered characters through the crawling app's collection-plan service."""
+                           include_low_support: bool = False, solo: bool = True,
+                           auto_approve_min_confidence: float | None = None) -> list:
+    """Crawl jobs for the run's tiered characters through the crawling app's collection-plan service; ``solo`` and
+    ``auto_approve_min_confidence`` pass through to it, and each job records the run (``evaluation_run_id``)."""
     from apps.crawling.services import collection_plan_create
 
     from .selectors import collection_plan_rows
@@ -423,7 +425,9 @@ def evaluation_plan_create(*, run: EvaluationRun, requested_by=None, sources: li
             if row["character_obj"] is not None and row["target"] > 0]
     with transaction.atomic():
         jobs = collection_plan_create(targets=[(row["character_obj"], row["target"]) for row in rows],
-                                      requested_by=requested_by, sources=sources)
+                                      requested_by=requested_by, sources=sources, solo=solo,
+                                      auto_approve_min_confidence=auto_approve_min_confidence,
+                                      evaluation_run_id=run.pk)
         EvaluationRun.objects.filter(pk=run.pk).update(plan={
             "created_at": timezone.now().isoformat(), "jobs": [job.pk for job in jobs],
             "targets": {row["character"]: row["target"] for row in rows},

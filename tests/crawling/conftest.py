@@ -5,7 +5,8 @@ The same posts are served as Danbooru JSON (/posts.json), Gelbooru XML (/index.p
 over every adapter. Faults: 429 with Retry-After, a 500 then success, a timeout then success, a body
 shorter than its Content-Length, a truncated file, a redirect to a private address, tiny images (and
 one whose listing lies about its size), the same file under two post ids, posts listed twice within
-a page and across pages, and an endless listing.
+a page and across pages, and an endless listing; where a test asks for them, group pictures (posts not
+tagged solo) and a near-duplicate ("resized": the newest post's picture, resized).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +24,7 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from tests.conftest import make_image_bytes, running_qcluster
+from tests.conftest import make_image_bytes, near_copy_bytes, running_qcluster
 
 BOORU_SOURCES = ("danbooru", "safebooru_donmai", "gelbooru", "safebooru")
 TAG = "hu_tao"
@@ -34,6 +36,11 @@ class Post:
     id: int
     kind: str = "ok"
     copy_of: int | None = None
+    solo: bool = True  # tagged solo (one character); False: a group picture
+
+    @property
+    def tags(self) -> str:
+        return f"{TAG} 1girl solo" if self.solo else f"{TAG} 2girls multiple_girls"
 
     @property
     def seed(self) -> int:
@@ -59,6 +66,7 @@ class World:
     waifu_batch: int = 5
     listing_429: int = 0  # the first N listing requests (/posts.json) get a 429 with Retry-After
     retry_after: str = "1"  # the Retry-After header of every 429
+    picture: Callable[[Post], bytes] | None = None  # what an "ok" post shows, where a test needs particular pictures
     root: str = ""
     hits: Counter = field(default_factory=Counter)
     hit_times: dict = field(default_factory=dict)
@@ -73,8 +81,13 @@ class World:
     def image(self, post: Post) -> bytes:
         key = (post.seed, post.kind)
         if key not in self._images:
-            size = (40, 40) if post.kind in ("tiny", "tiny_lying") else (96, 96)
-            self._images[key] = make_image_bytes(post.seed, size=size)
+            if post.kind == "ok" and self.picture is not None:
+                self._images[key] = self.picture(post)
+            elif post.kind == "resized":  # a near-duplicate: the picture of the post it copies, resized
+                self._images[key] = near_copy_bytes(make_image_bytes(post.seed), fmt="PNG")
+            else:
+                size = (40, 40) if post.kind in ("tiny", "tiny_lying") else (96, 96)
+                self._images[key] = make_image_bytes(post.seed, size=size)
         return self._images[key]
 
     def md5(self, post: Post) -> str:
@@ -110,7 +123,7 @@ class World:
 
     def danbooru(self, post: Post) -> dict:
         w = 500 if post.kind == "tiny_lying" else 40 if post.kind == "tiny" else 96
-        return {"id": post.id, "md5": self.md5(post), "file_url": self.url(post), "tag_string": f"{TAG} 1girl",
+        return {"id": post.id, "md5": self.md5(post), "file_url": self.url(post), "tag_string": post.tags,
                 "image_width": w, "image_height": w, "rating": "q" if self.questionable(post) else "g",
                 "file_ext": "png"}
 
@@ -124,7 +137,7 @@ class World:
         for post in posts:
             d = self.danbooru(post)
             rows.append(f'<post id="{post.id}" md5="{d["md5"]}" file_url={quoteattr(d["file_url"])} '
-                        f'tags=" {TAG} 1girl " width="{d["image_width"]}" height="{d["image_height"]}" '
+                        f'tags=" {post.tags} " width="{d["image_width"]}" height="{d["image_height"]}" '
                         f'rating="{"questionable" if self.questionable(post) else "s"}"/>')
         return f'<?xml version="1.0" encoding="UTF-8"?><posts count="{len(self.posts)}" offset="0">' \
                f'{"".join(rows)}</posts>'.encode()
@@ -258,8 +271,8 @@ def standard_posts(kinds=STANDARD_KINDS, *, top: int = 120) -> list[Post]:
     posts = []
     for index, kind in enumerate(kinds):
         post_id = top - index
-        if kind == "copy":
-            posts.append(Post(post_id, "copy", copy_of=top))  # the same file as the newest post
+        if kind in ("copy", "resized"):
+            posts.append(Post(post_id, kind, copy_of=top))  # the same file as the newest post, or a resized copy
         else:
             posts.append(Post(post_id, kind))
     return posts
@@ -323,14 +336,19 @@ def character(db):
                                     booru_tags={"danbooru": TAG, "gelbooru": TAG})
 
 
+def crawl_worker_env(world: World, local_root: Path) -> dict[str, str]:
+    """``crawl_environment`` as a child process's environment variables."""
+    env = {key: value if isinstance(value, str) else json.dumps(value, default=str)
+           for key, value in crawl_environment(world, local_root).items()}
+    env["KYARA_CRAWL_ALLOW_PRIVATE"] = "127.0.0.1/32"
+    env["KYARA_CRAWL_LOCAL_ROOT"] = str(local_root)
+    return env
+
+
 @pytest.fixture
 def crawl_qcluster(transactional_db, world, tmp_path):
     """A real ``manage.py qcluster`` on the test database whose settings point at the fake world."""
     local_root = tmp_path / "incoming"
     local_root.mkdir(exist_ok=True)
-    env = {key: value if isinstance(value, str) else json.dumps(value, default=str)
-           for key, value in crawl_environment(world, local_root).items()}
-    env["KYARA_CRAWL_ALLOW_PRIVATE"] = "127.0.0.1/32"
-    env["KYARA_CRAWL_LOCAL_ROOT"] = str(local_root)
-    with running_qcluster("qcluster-crawl.log", **env) as proc:
+    with running_qcluster("qcluster-crawl.log", **crawl_worker_env(world, local_root)) as proc:
         yield proc

@@ -18,7 +18,7 @@ from apps.characters.models import Image
 from apps.core.jobs import jobs_mark_lost, process_alive
 from apps.crawling.models import CrawlJob
 from tests.conftest import ROOT, child_env, make_image_bytes, running_qcluster, stop_process, wait_for
-from tests.crawling.conftest import crawl_environment, standard_posts
+from tests.crawling.conftest import crawl_worker_env, standard_posts
 from tests.faults import assert_nothing_half_written, sigkill
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
@@ -33,13 +33,6 @@ def running_with(job_id: int, images: int) -> CrawlJob | None:
     job = CrawlJob.objects.get(pk=job_id)
     assert job.status in CrawlJob.ACTIVE, f"the job ended before the kill: {job.status} {job.error}"
     return job if job.status == "running" and job.pid and Image.objects.count() >= images else None
-
-
-def qcluster_env(world, local_root: Path) -> dict[str, str]:
-    env = {key: value if isinstance(value, str) else json.dumps(value, default=str)
-           for key, value in crawl_environment(world, local_root).items()}
-    env.update(KYARA_CRAWL_ALLOW_PRIVATE="127.0.0.1/32", KYARA_CRAWL_LOCAL_ROOT=str(local_root))
-    return env
 
 
 def retry_and_finish(client, job_id: int) -> CrawlJob:
@@ -118,7 +111,7 @@ def test_sigkill_of_the_whole_cluster_mid_ingest(transactional_db, staff_api_cli
     pictures = [make_image_bytes(700 + i, size=(1024, 1024)) for i in range(40)]  # each ingest takes a while
     for i, data in enumerate(pictures):
         (folder / f"{i:03d}.png").write_bytes(data)
-    env = qcluster_env(world, local_root)
+    env = crawl_worker_env(world, local_root)
     with qcluster_in_its_own_session(env, "qcluster-fault-ingest.log") as cluster:
         job_id = staff_api_client.post("/api/v1/crawl-jobs/", {"source": "local_folder", "query": "batch",
                                                                 "quota": 1000}, format="json").json()["id"]

@@ -57,7 +57,7 @@ def test_source_contract(name, world, crawl_settings, character, settings):
     assert job.too_small == 2  # one refused from the listing's size (boorus) or by ingest, one by ingest
     if name in BOORU_SOURCES:
         assert job.exact_duplicates == 0  # the copy was skipped by its md5, before any download
-        assert set(images.values_list("source_tags", flat=True)[:1][0]) == {TAG, "1girl"}
+        assert set(images.values_list("source_tags", flat=True)[:1][0]) == {TAG, "1girl", "solo"}
         assert images.first().source_url.startswith(world.root)
     else:
         assert job.exact_duplicates == 1

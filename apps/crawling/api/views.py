@@ -58,9 +58,11 @@ class CrawlJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     def plan(self, request):
         form = s.CollectionPlanSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        targets = [(t["character"], t["wanted"]) for t in form.validated_data["targets"]]
-        jobs = services.collection_plan_create(targets=targets, requested_by=request.user,
-                                               sources=form.validated_data.get("sources"))
+        data = form.validated_data
+        targets = [(t["character"], t["wanted"]) for t in data["targets"]]
+        jobs = services.collection_plan_create(targets=targets, requested_by=request.user, sources=data.get("sources"),
+                                               solo=data["solo"],
+                                               auto_approve_min_confidence=data["auto_approve_min_confidence"])
         return Response(self.get_serializer(jobs, many=True).data, status=status.HTTP_201_CREATED)
 
 

@@ -49,6 +49,14 @@ class Candidate:
 
 Listing = Literal["ordered", "endless", "finite"]
 
+# The checks of a crawl, in order (names in apps.crawling.steps.crawl_steps): before download, then through the
+# ingest, then after the images are stored. A source may drop, add or reorder the optional ones.
+DEFAULT_STEPS: tuple[str, ...] = (
+    "known", "has_file", "min_side", "rating", "solo",
+    "decode", "exact_duplicate", "near_duplicate", "approve",
+    "suggest",
+)
+
 
 class Source:
     """Base class of every adapter. Subclasses set the class attributes and implement ``list``.
@@ -71,6 +79,11 @@ class Source:
     description: ClassVar[str] = ""
     # The site's rating codes → RATING_LEVELS; a family sets its own.
     rating_codes: ClassVar[dict[str, str]] = {level: level for level in RATING_LEVELS}
+    steps: ClassVar[tuple[str, ...]] = DEFAULT_STEPS
+    # The tag of a single-character post ("" where posts carry no such tags: the solo option is ignored), and
+    # whether a job that does not say (CrawlJob.solo empty) asks for it; collection plans ask for it.
+    solo_tag: ClassVar[str] = ""
+    solo_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -145,6 +158,9 @@ class Source:
             "listing": self.listing,
             "politeness": {"rate": self.politeness.rate, "concurrency": self.politeness.concurrency},
             "settings_schema": self.settings_schema,
+            "steps": list(self.steps),
+            "solo_tag": self.solo_tag,
+            "solo_default": self.solo_default,
         }
 
 

@@ -18,6 +18,7 @@ class DanbooruSource(Source):
     description = "Danbooru API (posts.json), newest first, paged by id"
     tag_family = "danbooru"
     listing = "ordered"
+    solo_tag = "solo"
     rating_codes = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
     settings_schema = {"login": "Danbooru user name", "api_key": "API key of that user"}
 

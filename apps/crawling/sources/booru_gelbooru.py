@@ -32,6 +32,7 @@ class GelbooruSource(Source):
     description = "Gelbooru dapi (XML), newest first, paged by pid"
     tag_family = "gelbooru"
     listing = "ordered"
+    solo_tag = "solo"
     # gelbooru.com speaks the words; safebooru.org and older installs "s" (safe), "q", "e".
     rating_codes = {"general": "general", "safe": "general", "s": "general", "sensitive": "sensitive",
                     "questionable": "questionable", "q": "questionable", "explicit": "explicit", "e": "explicit"}

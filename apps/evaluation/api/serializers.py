@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.characters.models import DatasetItem, DatasetVersion
+from apps.crawling.api.serializers import MinConfidenceField
 from apps.inference.models import ModelVersion
 
 from ..models import CharacterResult, EvaluationRun, TierRule
@@ -68,6 +69,8 @@ class EvaluationRunCreateSerializer(serializers.Serializer):
 class PlanCreateSerializer(serializers.Serializer):
     sources = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True, default=None)
     include_low_support = serializers.BooleanField(default=False)
+    solo = serializers.BooleanField(default=True, help_text="The crawl jobs take only single-character posts")
+    auto_approve_min_confidence = MinConfidenceField()
 
 
 class TierRuleSerializer(serializers.ModelSerializer):

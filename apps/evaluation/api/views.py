@@ -84,7 +84,8 @@ class EvaluationRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
             jobs = services.evaluation_plan_create(run=run, requested_by=request.user, **options)
             return Response({"jobs": [{"id": j.pk, "source": j.source, "character": j.character.slug,
                                        "quota": j.quota} for j in jobs]}, status=status.HTTP_201_CREATED)
-        rows = selectors.collection_plan_rows(run=run, **options)
+        rows = selectors.collection_plan_rows(run=run, sources=options["sources"],
+                                              include_low_support=options["include_low_support"])
         return Response([{k: v for k, v in row.items() if k != "character_obj"} for row in rows])
 
 

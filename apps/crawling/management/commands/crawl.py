@@ -1,6 +1,7 @@
 """Start a crawl job: queued for a worker, or run here with ``--sync``."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -15,7 +16,8 @@ from apps.crawling.sources import sources
 def job_summary(job: CrawlJob) -> dict:
     return {
         "id": job.pk, "source": job.source, "query": job.query,
-        "character": job.character.slug if job.character_id else None, "quota": job.quota,
+        "character": job.character.slug if job.character_id else None, "quota": job.quota, "solo": job.solo,
+        "auto_approve_min_confidence": job.auto_approve_min_confidence, "steps": [step["name"] for step in job.steps],
         "status": job.status, "stop_reason": job.stop_reason, "error": job.error,
         "last_error": job.error,  # the name before the job lifecycle was shared; kept for scripts that read it
         **job.counters(),
@@ -34,6 +36,10 @@ class Command(BaseCommand):
         parser.add_argument("--query", default="", help="tags (default: the character's tags for the site), "
                             "a folder (local_folder) or a file of URLs (url_list)")
         parser.add_argument("--approve", action="store_true", help="accepted images are approved, not pending")
+        parser.add_argument("--solo", action=argparse.BooleanOptionalAction, default=None,
+                            help="only single-character posts (boorus: tagged solo); default: the source's default")
+        parser.add_argument("--auto-approve", type=float, default=None, metavar="P",
+                            help="approve new images whose label the model confirms at probability >= P (0 < P <= 1)")
         parser.add_argument("--max-pages", type=int, default=None)
         parser.add_argument("--threads", type=int, default=None)
         parser.add_argument("--sync", action="store_true", help="run here and now instead of in a worker")
@@ -48,7 +54,8 @@ class Command(BaseCommand):
         try:
             job = services.crawl_job_create(
                 source=options["source"], character=character, quota=options["quota"], query=options["query"],
-                approve=options["approve"], max_pages=options["max_pages"], threads=options["threads"],
+                approve=options["approve"], solo=options["solo"],
+                auto_approve_min_confidence=options["auto_approve"], max_pages=options["max_pages"], threads=options["threads"],
                 origin="cli", queue=not options["sync"],
             )
         except ServiceError as exc:

@@ -1,6 +1,7 @@
 """``manage.py plan_collection --evaluation RUN [--create-jobs]``: the collection plan of an evaluation."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -20,6 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--include-low-support", action="store_true",
                             help="Also plan for low-support characters, by the tier their accuracy would give")
         parser.add_argument("--create-jobs", action="store_true", help="Create the crawl jobs")
+        parser.add_argument("--solo", action=argparse.BooleanOptionalAction, default=True,
+                            help="The jobs take only single-character posts (default: yes)")
+        parser.add_argument("--auto-approve", type=float, default=None, metavar="P",
+                            help="The jobs approve new images whose label the model confirms at probability >= P")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
@@ -29,8 +34,10 @@ class Command(BaseCommand):
         sources = [s.strip() for s in options["sources"].split(",") if s.strip()] if options["sources"] else None
         try:
             rows = collection_plan_rows(run=run, sources=sources, include_low_support=options["include_low_support"])
-            jobs = evaluation_plan_create(run=run, sources=sources, include_low_support=options["include_low_support"]
-                                          ) if options["create_jobs"] else []
+            jobs = evaluation_plan_create(
+                run=run, sources=sources, include_low_support=options["include_low_support"], solo=options["solo"],
+                auto_approve_min_confidence=options["auto_approve"],
+            ) if options["create_jobs"] else []
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         plan = [{k: v for k, v in row.items() if k != "character_obj"} for row in rows]
