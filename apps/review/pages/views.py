@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
-from rest_framework.settings import api_settings
 
 from apps.characters.models import Image
 from apps.characters.services import REJECT_REASONS
@@ -16,8 +15,10 @@ from apps.core.api import ServiceError
 from apps.core.pages import staff_required
 from apps.crawling.selectors import crawl_jobs_with_relations
 from apps.crawling.sources import sources
+from apps.evaluation.models import EvaluationRun
 from apps.evaluation.selectors import runs_with_relations
 from apps.review.api.serializers import ReviewFilterSerializer, ReviewItemSerializer
+from apps.review.api.views import ReviewViewSet
 from apps.review.selectors import NO_MODEL_MESSAGE, review_items, review_queue, suggesting_version
 
 CHOICES_SHOWN = 50  # recent crawl jobs and plans offered as filters; an older one is typed as ?crawl_job=<id>
@@ -26,18 +27,21 @@ CHOICES_SHOWN = 50  # recent crawl jobs and plans offered as filters; an older o
 def _first_page(request, filters, version) -> dict:
     """The queue's first page, shaped as ``GET /api/v1/review/`` answers it (count, results)."""
     queue = review_queue(filters=filters, version=version)
-    images = list(queue[:api_settings.PAGE_SIZE])
+    images = list(queue[:ReviewViewSet.pagination_class.page_size])  # the API's page 1, which the script reads next
     results = ReviewItemSerializer(review_items(images, version=version), many=True,
                                    context={"request": request}).data
     return {"count": queue.count(), "results": results}
 
 
 def _filter_choices() -> dict:
-    """What the filter bar offers: sources (kinds and crawl sources), recent crawl jobs, runs with a plan."""
+    """What the filter bar offers: sources (kinds and crawl sources), recent crawl jobs, runs with a plan,
+    and recent finished runs (whose suspect labels can be reviewed)."""
+    runs = runs_with_relations()
     return {
         "sources": [*Image.SourceKind.values, *sources.names()],
         "crawl_jobs": list(crawl_jobs_with_relations().order_by("-created_at", "-id")[:CHOICES_SHOWN]),
-        "plans": list(runs_with_relations().exclude(plan={})[:CHOICES_SHOWN]),
+        "plans": list(runs.exclude(plan={})[:CHOICES_SHOWN]),
+        "evaluations": list(runs.filter(status=EvaluationRun.Status.SUCCEEDED)[:CHOICES_SHOWN]),
     }
 
 
