@@ -36,7 +36,7 @@ def _setting_field(field: dataclasses.Field) -> forms.Field:
     default = RECIPES["finetune"][name] if from_recipe else field.default
     recipe_help = (f"Blank: the recipe's (finetune {RECIPES['finetune'][name]}, scratch {RECIPES['scratch'][name]})."
                    if from_recipe else "")
-    options = {"required": not from_recipe, "label": name.replace("_", " "),
+    options = {"required": not from_recipe, "label": name.replace("_", " ").capitalize(),
                "help_text": " ".join(filter(None, (HELP.get(name, ""), recipe_help))),
                "initial": None if from_recipe else default}
     if name == "architecture":
