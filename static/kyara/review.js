@@ -316,10 +316,14 @@
       // The server reverted the whole batch; all but its last decision are made again.
       const back = last.decisions[last.decisions.length - 1];
       setTotal(total + last.decisions.length);
-      restore(back.image);
-      focusCard(back.image);
       pending.push(...last.decisions.slice(0, -1));
       say(`Undone: #${back.image} is back as it was.`);
+      if (!cards.has(back.image)) { // the grid was read again since (a bulk approval): read it once more
+        await reload();
+        return;
+      }
+      restore(back.image);
+      focusCard(back.image);
       if (pending.length) schedule();
     } else {
       say(`Undone: ${result.restored} image(s) of ${result.kind.replace(/_/g, " ")} batch ${result.batch} are back.`);
@@ -445,7 +449,7 @@
         event.preventDefault();
         if (shown !== input.value.trim()) await search(); // typed faster than the debounce: ask now
         if (options.length) choose(options[Math.max(active, 0)]);
-      } else if (event.key === "Escape" && !list.hidden) {
+      } else if (event.key === "Escape" && !list.hidden && !input.closest("dialog")) { // in a dialog: Esc closes it
         event.preventDefault();
         event.stopPropagation();
         show([]);

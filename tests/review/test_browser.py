@@ -128,7 +128,8 @@ def test_a_reviewer_decides_with_the_keyboard_only(session, staff_user, suggeste
 
 def test_bulk_approval_on_a_phone_and_filters(session, staff_user, suggested):
     """At phone width: the page fits, the cards' buttons work by touch, a character filter found by the
-    type-ahead narrows the queue, and the bulk control approves what the model agrees with at ≥ p."""
+    type-ahead narrows the queue, and the bulk control approves what the model agrees with at ≥ p (undone
+    with u as one batch)."""
     w = suggested
     phone = session(user=staff_user, phone=True)
     page = phone.open("/ui/review/")
@@ -154,6 +155,10 @@ def test_bulk_approval_on_a_phone_and_filters(session, staff_user, suggested):
     assert state(w.confirmed[1]) == ("approved", "", GREEN)
     assert state(w.unsure)[0] == "pending" and state(w.confirmed[0])[0] == "pending"  # another character: untouched
     wait_for(lambda: page.locator(".review-card").count() == 2, timeout=10, message="the approved card to leave")
+    page.keyboard.press("u")  # the bulk approval is undone as one batch, and the grid read again
+    wait_for(lambda: state(w.confirmed[1])[0] == "pending", timeout=15, message="the bulk approval's undo")
+    wait_for(lambda: page.locator(".review-card").count() == 3, timeout=10, message="the card to come back")
+    assert "Undone: 1 image(s) of approve agreeing batch" in page.locator("#review-status").inner_text()
 
     page.locator(f".review-card[data-image='{w.unsure.pk}'] button[data-act=reject]").tap()
     page.locator("#reject-dialog [data-reason=low_quality]").tap()
