@@ -89,7 +89,7 @@ def _check_options(*, from_evaluation: EvaluationRun, characters: list[str], sou
                            problems=exc.problems) from None
 
 
-def _initial_stages() -> list[dict]:
+def initial_stages() -> list[dict]:
     return [{"name": name, "label": Stage(name).label, "status": StageStatus.PENDING, "started_at": None,
              "finished_at": None, "detail": "", "links": []} for name in stages.ORDER]
 
@@ -114,7 +114,7 @@ def cycle_create(*, from_evaluation: EvaluationRun, characters: list[str] | None
         from_evaluation=from_evaluation, characters=characters, sources=sources,
         auto_approve_min_confidence=auto_approve_min_confidence, epochs=epochs, image_size=image_size,
         config_overrides=config_overrides, promote_if_better=promote_if_better, margin=margin,
-        skip_waiting=skip_waiting, origin=origin, stages=_initial_stages(),
+        skip_waiting=skip_waiting, origin=origin, stages=initial_stages(),
         requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
     )
     cycle.full_clean()

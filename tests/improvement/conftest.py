@@ -60,7 +60,7 @@ def make_world(*, default_logits=(3.0, 0.0)) -> dict:
 
 
 @pytest.fixture
-def cycle_world(transactional_db):
+def cycle_world(db):
     return make_world()
 
 
