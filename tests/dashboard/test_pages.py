@@ -89,6 +89,23 @@ def test_staff_starts_and_cancels_a_crawl(staff_client, staff_user, character):
     assert "only queued or running jobs can be cancelled" in again  # the service's refusal, shown on the page
 
 
+def test_a_crawl_started_with_the_review_options_shows_them_and_its_steps(staff_client, character):
+    from apps.crawling.models import CrawlJob
+
+    response = staff_client.post(reverse("crawling:start"), {"source": "danbooru", "character": character.pk,
+                                                          "quota": 5, "solo": "true",
+                                                          "auto_approve_min_confidence": "0.9"})
+    job = CrawlJob.objects.get()
+    assert response.status_code == 302 and job.solo is True and job.auto_approve_min_confidence == 0.9
+    detail = staff_client.get(response["Location"]).content.decode()
+    assert "only solo posts" in detail and "confirms at ≥ 0.90" in detail
+    assert [step["name"] for step in job.steps][:1] == ["known"] and "<code>solo</code>" in detail
+    refused = staff_client.post(reverse("crawling:start"), {"source": "danbooru", "character": character.pk,
+                                                         "quota": 5, "auto_approve_min_confidence": "1.5"})
+    assert refused.status_code == 400 and "less than or equal to 1" in refused.content.decode()
+    assert CrawlJob.objects.count() == 1
+
+
 def test_a_refused_crawl_says_why_in_the_form(staff_client, cast):
     slug = next(iter(cast))
     response = staff_client.post(reverse("crawling:start"), {"source": "danbooru", "character": cast[slug].pk,

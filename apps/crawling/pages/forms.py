@@ -18,6 +18,15 @@ class CrawlStartForm(forms.Form):
                             help_text="Empty: the character's tags for the source.")
     quota = forms.IntegerField(min_value=1, max_value=MAX_QUOTA, initial=50, help_text="New images to collect.")
     approve = forms.BooleanField(required=False, help_text="Accepted images are approved, not pending.")
+    solo = forms.NullBooleanField(
+        required=False, label="Single-character posts",
+        widget=forms.Select(choices=[("unknown", "the source's default"), ("true", "only solo posts"),
+                                     ("false", "any post")]),
+        help_text="The model is single-label: group pictures teach it little.")
+    auto_approve_min_confidence = forms.FloatField(
+        required=False, min_value=0.01, max_value=1.0, label="Auto-approve at confidence",
+        help_text="Empty: a person reviews every image. Else images the current model confirms at or above "
+                  "this probability are approved as they arrive.")
     max_pages = forms.IntegerField(min_value=1, max_value=10_000, required=False,
                                    help_text="Empty: the platform's default.")
 
