@@ -127,3 +127,25 @@ def register_rigged(name, labels, logits, *, dataset_version=None, **extra):
 @pytest.fixture
 def three_characters(db):
     return make_characters(["char-0", "char-1", "char-2"])
+
+
+@pytest.fixture
+def train_then_evaluate(settings, django_capture_on_commit_callbacks):
+    """``train_then_evaluate(version, epochs=N)``: a real tiny training job of ``version`` run here (``manage.py
+    train_job``), and the evaluation its success queues run here too; returns the job, refreshed."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from apps.training import services as training
+    from tests.training.conftest import FAST
+
+    settings.KYARA_RUN_TASKS_INLINE = True
+
+    def train(version, *, epochs: int):
+        job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": epochs}, queue=False)
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("train_job", job.pk, stdout=StringIO())
+        job.refresh_from_db()
+        return job
+    return train

@@ -1,9 +1,7 @@
 """Every successful training job leaves an evaluation: a real tiny training job, then its automatic run."""
-from io import StringIO
+import os
 
 import pytest
-from django.conf import settings as django_settings
-from django.core.management import call_command
 
 from apps.evaluation import services
 from apps.evaluation.models import EvaluationRun
@@ -36,14 +34,10 @@ def _check_automatic_run(job: TrainingJob) -> EvaluationRun:
 
 @pytest.mark.django_db
 @pytest.mark.slow
-def test_a_finished_training_job_is_evaluated_on_its_test_split(settings, django_capture_on_commit_callbacks):
-    settings.KYARA_RUN_TASKS_INLINE = True  # the queued evaluation runs right here
+def test_a_finished_training_job_is_evaluated_on_its_test_split(train_then_evaluate):
     version = make_dataset_version("v-auto", train=8, val=3, test=3)
     scatter_phashes(version)
-    job = training.training_job_start(dataset_version=version, config={**FAST, "epochs": 3}, queue=False)
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("train_job", job.pk, stdout=StringIO())
-    job.refresh_from_db()
+    job = train_then_evaluate(version, epochs=3)
     assert job.status == TrainingJob.Status.SUCCEEDED, job.error
     run = _check_automatic_run(job)
     # One number per question: the job's test accuracy is what the serving path makes of the test split.
@@ -51,17 +45,32 @@ def test_a_finished_training_job_is_evaluated_on_its_test_split(settings, django
     assert job.test_accuracy == pytest.approx(run.top1, abs=1e-9)
 
 
+def _receiver_said(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == "apps.evaluation.receivers")
+
+
 @pytest.mark.django_db
-def test_no_evaluation_when_switched_off_or_without_test_images(settings, django_capture_on_commit_callbacks):
+def test_no_evaluation_when_switched_off_or_without_test_images(settings, caplog):
     from apps.evaluation.receivers import evaluate_after_training
 
-    version = make_dataset_version("v-no-test", classes=2, train=2, val=1, test=0)
-    model = register_rigged("r", ["char-0", "char-1"], [1.0, 0.0], dataset_version=version)
-    job = training.training_job_start(dataset_version=version, config=FAST, queue=False)
-    evaluate_after_training(sender=TrainingJob, job=job, model_version=model)  # no test split: logged, no run
-    settings.KYARA_EVAL_AFTER_TRAINING_SPLIT = ""
-    evaluate_after_training(sender=TrainingJob, job=job, model_version=model)
-    assert not EvaluationRun.objects.exists()
+    def announce(version, model_name: str) -> EvaluationRun | None:
+        """A training job of ``version`` succeeded with a model: the run the receiver made, if any."""
+        model = register_rigged(model_name, ["char-0", "char-1"], [1.0, 0.0], dataset_version=version)
+        job = training.training_job_start(dataset_version=version, config=FAST, queue=False)
+        evaluate_after_training(sender=TrainingJob, job=job, model_version=model)
+        return EvaluationRun.objects.filter(training_job_id=job.pk).first()
+
+    with_test = make_dataset_version("v-with-test", classes=2, train=2, val=1, test=1)
+    settings.KYARA_EVAL_AFTER_TRAINING_SPLIT = ""  # switched off: a version with test images gets no run,
+    with caplog.at_level("INFO", logger="apps.evaluation.receivers"):
+        assert announce(with_test, "r-off") is None
+    assert not _receiver_said(caplog)  # and nothing is reported: it is a choice, not a problem
+    settings.KYARA_EVAL_AFTER_TRAINING_SPLIT = "test"  # switched on: the same kind of job gets one
+    assert announce(with_test, "r-on").split == "test"
+    without_test = make_dataset_version("v-no-test", classes=2, train=2, val=1, test=0)
+    with caplog.at_level("WARNING", logger="apps.evaluation.receivers"):
+        assert announce(without_test, "r-no-test") is None  # no test split: logged, no run
+    assert "has no test images" in _receiver_said(caplog) and EvaluationRun.objects.count() == 1
 
 
 @pytest.mark.slow
@@ -74,9 +83,15 @@ def test_a_real_worker_trains_then_evaluates(qcluster):
     wait_for(lambda: EvaluationRun.objects.filter(training_job_id=job.pk, status__in=["succeeded", "failed"]).exists(),
              timeout=300, message="the automatic evaluation")
     job.refresh_from_db()
-    run = _check_automatic_run(job)
+    assert job.status == TrainingJob.Status.SUCCEEDED, job.error
+    run = _check_automatic_run(job)  # origin training, on the job's model, succeeded, with per-character rows
+    # Both ran in other processes (the worker's training child, the worker), not in this one.
+    assert job.pid not in (None, os.getpid()) and run.pid not in (None, os.getpid(), job.pid)
+    assert None not in (run.top1, run.top5, run.macro_f1, run.ece, run.images_per_second)
+    job.model_version.refresh_from_db()  # the run's headline numbers are the model version's now
+    assert job.model_version.metrics["evaluation_run"] == run.pk
+    assert job.model_version.metrics["accuracy"] == pytest.approx(run.top1)
     # The evaluation ran on the runtime recorded for the worker's machine (measured once, at registration or at
     # its first load there): the one every process of that machine serves the version with.
-    job.model_version.refresh_from_db()
     chosen = {record["chosen"] for record in job.model_version.runtime_choices.values()}
-    assert run.backend in chosen and django_settings.KYARA_EVAL_AFTER_TRAINING_SPLIT == "test"
+    assert run.backend in chosen
