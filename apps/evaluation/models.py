@@ -91,6 +91,10 @@ class EvaluationRun(Job):
     leak_report = models.JSONField(default=dict, blank=True)
     notes = models.JSONField(default=list, blank=True, help_text="Things a reader must know about this run")
     plan = models.JSONField(default=dict, blank=True, help_text="The collection plan created from this run, if any")
+    label_issues = models.JSONField(
+        default=list, blank=True,
+        help_text="Suspect labels, most suspect first: [{image, label, predicted, probability, self_confidence}]; "
+                  "val and test runs only (the model learned the train split's labels)")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from django.db.models import Count, Q
 
-from apps.characters.models import Character, DatasetItem
+from apps.characters.models import Character, DatasetItem, Image
 from apps.core.api import ServiceError
 from apps.inference.models import ModelAlias
 
@@ -77,6 +77,15 @@ def evaluation_runs_compare(*, base: EvaluationRun, other: EvaluationRun) -> dic
         x, y = getattr(base, name), getattr(other, name)
         headline[name] = {"before": x, "after": y, "delta": y - x if x is not None and y is not None else None}
     return {"base": base.pk, "other": other.pk, "headline": headline, "counts": dict(counts), "characters": rows}
+
+
+def label_issue_image_ids(run: EvaluationRun) -> list[int]:
+    """The run's suspect images that still wait for a person, most suspect first: approved and still labelled
+    as the run found them (a rejection or relabel since then settled the doubt). The review queue filters on it."""
+    issues = run.label_issues or []
+    current = set(Image.objects.filter(pk__in=[issue["image"] for issue in issues], status=Image.Status.APPROVED)
+                  .values_list("pk", "character__slug"))
+    return [issue["image"] for issue in issues if (issue["image"], issue["label"]) in current]
 
 
 def character_history(*, character_ids: list[int], split: str | None = None) -> dict[int, dict]:

@@ -29,6 +29,7 @@ from apps.inference.models import ModelVersion
 from apps.inference.services import model_alias_set, model_version_metrics_record, model_version_threshold_set
 from apps.ml import metrics
 
+from .label_issues import find_label_issues
 from .models import DEFAULT_TIER_RULES, CharacterResult, EvaluationRun, TierRule
 from .selectors import alias_comparison
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 RUN_TASK = "apps.evaluation.tasks.run_evaluation"
 SPLITS = tuple(DatasetItem.Split.values)
+OUT_OF_SAMPLE = ("val", "test")  # splits the model did not learn from: where its doubt about a label means something
 LEAK_EXAMPLES = 50
 
 
@@ -272,8 +274,12 @@ def _execute(run: EvaluationRun) -> None:
     speed = _speed(done, predictor)
     notes = _notes(run, reference, measured.labels, predictor.labels, rows, done, leaks)
     results = _character_rows(run, measured, predictor.labels)
+    issues = _label_issue_stage(run, rows, done, predictor.labels)
+    if issues:
+        notes.append(f"{len(issues)} {run.split} image(s) carry a label the model confidently contradicts "
+                     "(label_issues): review them.")
     if _record(run, measured=measured, leaks=leaks, threshold=threshold, speed=speed, notes=notes,
-               results=results):
+               results=results, label_issues=issues):
         _version_metrics_record(run.pk)
 
 
@@ -361,9 +367,26 @@ def _character_rows(run: EvaluationRun, measured: _Measured, model_labels) -> li
     return results
 
 
+def _label_issue_stage(run: EvaluationRun, rows: _SplitRows, done: _Predictions, model_labels) -> list[dict]:
+    """Stage 6: the images whose label the model confidently contradicts (confident learning), most suspect
+    first, for a person to review. Out-of-sample splits only: on the train split the model learned the labels,
+    wrong ones included. Images of characters the model has no class for are left out (it cannot vouch for
+    or against them)."""
+    if run.split not in OUT_OF_SAMPLE:
+        return []
+    model_labels = list(model_labels)
+    column = {label: i for i, label in enumerate(model_labels)}
+    known = [k for k, i in enumerate(done.kept) if rows.slugs[i] in column]
+    labels = [column[rows.slugs[done.kept[k]]] for k in known]
+    issues = find_label_issues(labels, done.probabilities[known])
+    return [{"image": rows.image_ids[done.kept[known[issue.index]]], "label": model_labels[labels[issue.index]],
+             "predicted": model_labels[issue.suspected], "probability": issue.probability,
+             "self_confidence": issue.self_confidence} for issue in issues]
+
+
 def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: dict, speed: dict, notes: list[str],
-            results: list[CharacterResult]) -> bool:
-    """Stage 6: the run's numbers and rows in one transaction, only while this process holds the run."""
+            results: list[CharacterResult], label_issues: list[dict]) -> bool:
+    """Stage 7: the run's numbers and rows in one transaction, only while this process holds the run."""
     labels, result, single = measured.labels, measured.result, speed["single"]
     pairs = [{"true": labels[p["true"]], "predicted": labels[p["predicted"]], "count": p["count"],
               "share": p["share"]} for p in result["confused_pairs"]]
@@ -377,7 +400,7 @@ def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: 
             latency_p95_ms=single["p95_ms"], images_per_second=speed["batched_images_per_second"] or None,
             device=_device(), backend=speed["backend"], labels=labels, confusion_matrix=result["confusion_matrix"],
             confused_pairs=pairs, reliability=result["reliability"], threshold=threshold, speed=speed,
-            leak_report=leaks, notes=notes,
+            leak_report=leaks, notes=notes, label_issues=label_issues,
         ):
             return False
         CharacterResult.objects.filter(run=run).delete()

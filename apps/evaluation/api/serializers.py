@@ -20,6 +20,16 @@ class CharacterResultSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class LabelIssueSerializer(serializers.Serializer):
+    """An image whose label the model confidently contradicts (``EvaluationRun.label_issues``)."""
+
+    image = serializers.IntegerField()
+    label = serializers.CharField(help_text="The character slug the image carries")
+    predicted = serializers.CharField(help_text="The character slug the model is confident it shows")
+    probability = serializers.FloatField(help_text="The model's probability for the predicted character")
+    self_confidence = serializers.FloatField(help_text="The model's probability for the given label")
+
+
 class EvaluationRunSerializer(serializers.ModelSerializer):
     """Leaks come first: when the check found any, the reader sees it before the numbers it inflates."""
 
@@ -52,10 +62,12 @@ def _percent(value) -> str:
 
 class EvaluationRunDetailSerializer(EvaluationRunSerializer):
     per_character = CharacterResultSerializer(source="characters", many=True, read_only=True)
+    label_issues = LabelIssueSerializer(many=True, read_only=True)
 
     class Meta(EvaluationRunSerializer.Meta):
         fields = ["id", "leak_warning", "leak_report", *EvaluationRunSerializer.Meta.fields[2:], "threshold", "speed",
-                  "reliability", "confused_pairs", "labels", "confusion_matrix", "plan", "per_character"]
+                  "reliability", "confused_pairs", "labels", "confusion_matrix", "plan", "label_issues",
+                  "per_character"]
         read_only_fields = fields
 
 
