@@ -36,6 +36,7 @@ urlpatterns = [
     path("ui/crawls/", include("apps.crawling.pages.urls")),
     path("ui/training/", include("apps.training.pages.urls")),
     path("ui/evaluations/", include("apps.evaluation.pages.urls")),
+    path("ui/cycles/", include("apps.improvement.pages.urls")),
     path("ui/review/", include("apps.review.pages.urls")),
 ]
 

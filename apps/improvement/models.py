@@ -50,10 +50,10 @@ class Cycle(Job):
     StageStatus = StageStatus
 
     class Origin(models.TextChoices):
-        CLI = "cli"
-        API = "api"
-        PAGE = "page"
-        SCHEDULE = "schedule", "weekly schedule"
+        CLI = "cli", "manage.py improve"
+        API = "api", "the API"
+        PAGE = "page", "the cycles page"
+        SCHEDULE = "schedule", "the weekly schedule"
 
     # What to do
     from_evaluation = models.ForeignKey("evaluation.EvaluationRun", on_delete=models.PROTECT, related_name="cycles",

@@ -168,6 +168,7 @@ def _fail(cycle: Cycle, name: str, message: str) -> None:
 
 
 def _finish_cancelled(cycle: Cycle) -> None:
+    _cancel_children(cycle)  # again: a step that ran while the cancel came may have started some
     records = _set_stage(cycle, cycle.stage, status=StageStatus.CANCELLED, finished_at=_now())
     job_finish(cycle, status=Cycle.Status.CANCELLED, stop_reason="cancelled", stages=records)
 
@@ -279,23 +280,28 @@ def cycles_for_task(func: str, args) -> list[int]:
 
 # --- A person's actions -------------------------------------------------------------------------------
 
-def _children_active(cycle: Cycle) -> list:
+def _cancel_children(cycle: Cycle) -> None:
+    """Cancel the cycle's crawls, training and evaluations that are still queued or running."""
     runs = [getattr(cycle, name) for name in stages.EVALUATIONS if getattr(cycle, f"{name}_id")]
     jobs = [*cycle.crawl_jobs.filter(status__in=CrawlJob.ACTIVE), *runs]
     if cycle.training_job_id:
         jobs.append(cycle.training_job)
-    return [job for job in jobs if job.status in job.ACTIVE]
+    for job in jobs:
+        if job.status in job.ACTIVE:
+            try:
+                job_cancel(job)
+            except ServiceError:  # it ended meanwhile
+                pass
 
 
 def cycle_cancel(*, cycle: Cycle) -> Cycle:
     """A queued cycle ends at once; a running one stops, its running crawls, training and evaluations are
     cancelled, and it ends as cancelled (now, or when the step running meanwhile returns)."""
     cycle = job_cancel(cycle, refused_code="not_cancellable")
-    for job in _children_active(cycle):
-        try:
-            job_cancel(job)
-        except ServiceError:  # it ended meanwhile
-            pass
+    _cancel_children(cycle)
+    if cycle.status == Cycle.Status.CANCELLED:  # it was queued: no advance will record it
+        Cycle.objects.filter(pk=cycle.pk).update(stages=_set_stage(
+            cycle, cycle.stage, status=StageStatus.CANCELLED, finished_at=_now()))
     if cycle.status == Cycle.Status.RUNNING:
         cycle_advance(cycle_id=cycle.pk)  # finishes it as cancelled unless a step runs: that step does
     return Cycle.objects.get(pk=cycle.pk)

@@ -16,7 +16,7 @@ from itertools import groupby
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from apps.characters.models import Character, DatasetItem, DatasetVersion, Image
@@ -171,6 +171,14 @@ def pending_images(cycle: Cycle) -> QuerySet[Image]:
     return crawled_images(cycle).filter(status=Image.Status.PENDING)
 
 
+def review_links(cycle: Cycle) -> list[dict]:
+    """The review queue narrowed to each crawl job that left images pending, with how many."""
+    counts = (SeenPost.objects.filter(job__cycles=cycle, outcome="new", image__in=pending_images(cycle))
+              .values("job_id").annotate(n=Count("id")).order_by("job_id"))
+    return [link("review", row["job_id"], f"review what crawl #{row['job_id']} brought ({row['n']} pending)")
+            for row in counts]
+
+
 def review(cycle: Cycle, write: Writer) -> Step:
     """The default model's suggestions for the pending images the crawls brought, a batch per call (cursor
     on the image id in the plan), approving what it confirms at ``auto_approve_min_confidence`` or more.
@@ -205,15 +213,14 @@ def review(cycle: Cycle, write: Writer) -> Step:
         detail += f", {progress['flagged']} flagged"
     if progress.get("failed"):
         detail += f", {progress['failed']} could not be read"
-    return Step(AGAIN if len(batch) == settings.KYARA_CYCLE_REVIEW_BATCH else DONE, detail,
-                [link("review", cycle.pk, "review queue")])
+    return Step(AGAIN if len(batch) == settings.KYARA_CYCLE_REVIEW_BATCH else DONE, detail, review_links(cycle))
 
 
 def wait(cycle: Cycle, write: Writer) -> Step:
     """Wait while images from this cycle's crawls are pending, unless told to go on (continue, or
     ``skip_waiting``). The schedule looks again every minute, so a finished review lets it go on."""
     pending = pending_images(cycle).count()
-    links = [link("review", cycle.pk, "review queue")]
+    links = review_links(cycle)
     if not pending:
         return Step(DONE, "no crawled image waits for review", links)
     if cycle.skip_waiting:
@@ -450,7 +457,8 @@ def promote(cycle: Cycle, write: Writer) -> Step:
         return Step(DONE, f"default → {candidate.name}", links)
     model_alias_set(name=CANDIDATE_ALIAS, version=candidate, actor=cycle.requested_by, why=why)
     write(promoted=False, hold_reason=hold)
-    return Step(DONE, f"held: candidate → {candidate.name} ({hold})", links)
+    kept = cycle.baseline_model.name if cycle.baseline_model_id else "unset"
+    return Step(DONE, f"held: candidate → {candidate.name}, default stays {kept}", links)
 
 
 STAGES: dict[str, Callable[[Cycle, Writer], Step]] = {

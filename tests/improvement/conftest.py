@@ -9,7 +9,13 @@ import pytest
 
 from tests.conftest import running_qcluster
 from tests.crawling.conftest import TAG, crawl_environment, world  # noqa: F401 - the fake booru fixture
-from tests.evaluation.conftest import _fast_serving, make_characters, register_rigged, store_image  # noqa: F401
+from tests.evaluation.conftest import (  # noqa: F401 - _fast_serving: eager PyTorch, a fresh predictor cache
+    _fast_serving,
+    make_characters,
+    make_version,
+    register_rigged,
+    store_image,
+)
 from tests.training.conftest import FAST
 
 # Per character: enough images that a 25% test share holds 3 of each (tiers need KYARA_EVAL_MIN_SUPPORT).
@@ -76,3 +82,48 @@ def cycle_qcluster(transactional_db, world, tmp_path):  # noqa: F811 - the fake 
                KYARA_CRAWL_READ_TIMEOUT="5", **WORKER_ENV)
     with running_qcluster("qcluster-cycle.log", **env) as proc:
         yield proc
+
+
+ALWAYS_CHAR_0 = [4.0, 0.0]
+ALWAYS_CHAR_1 = [0.0, 4.0]
+
+
+def _version_with_more_char_0(name: str, characters, seed_base: int):
+    """Two test images of each character, and two more of char-0."""
+    extra = [(store_image(label=0, seed=seed_base + 500 + i, character=characters[0]), characters[0], "test")
+             for i in range(2)]
+    return make_version(name, characters, train=2, val=1, test=2, seed_base=seed_base, extra=extra)
+
+
+@pytest.fixture
+def at_evaluate(db, settings, django_capture_on_commit_callbacks):
+    """``start(**options)``: a cycle whose new model (trained on v1, always answers char-0) waits to be evaluated,
+    default being a model trained on v0 (always answers char-1) and evaluated on v0/test. Both test splits hold
+    four char-0 and two char-1 images: the new model scores 67%, default 33%."""
+    from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
+    from apps.improvement.models import Cycle
+    from apps.improvement.services import cycle_advance, initial_stages
+    from apps.inference.services import model_alias_set
+    from apps.training.models import TrainingJob
+
+    settings.KYARA_RUN_TASKS_INLINE = True  # the evaluations the cycle queues run here
+    characters = make_characters(["char-0", "char-1"])
+    v0, v1 = (_version_with_more_char_0("v0", characters, 0), _version_with_more_char_0("v1", characters, 100))
+    default = register_rigged("old-default", ["char-0", "char-1"], ALWAYS_CHAR_1, dataset_version=v0)
+    model_alias_set(name="default", version=default)
+    run = evaluation_run_create(model_version=default, dataset_version=v0, queue=False)
+    run = evaluation_run_execute(run_id=run.pk)
+    candidate = register_rigged("new-model", ["char-0", "char-1"], ALWAYS_CHAR_0, dataset_version=v1)
+
+    def start(**options):
+        job = TrainingJob.objects.create(dataset_version=v1, status="succeeded", model_version=candidate)
+        stages = [{**record, "status": "succeeded"} if record["name"] in ("plan", "crawl", "review", "wait", "freeze",
+                                                                        "train") else record
+                  for record in initial_stages()]
+        cycle = Cycle.objects.create(from_evaluation=run, stage="evaluate", stages=stages, dataset_version=v1,
+                                     training_job=job, **options)
+        with django_capture_on_commit_callbacks(execute=True):  # evaluations run, their end advances the cycle
+            cycle_advance(cycle_id=cycle.pk)
+        return Cycle.objects.get(pk=cycle.pk)
+
+    return {"start": start, "default": default, "candidate": candidate, "run": run}

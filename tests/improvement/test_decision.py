@@ -1,54 +1,10 @@
-"""Compare and promote, decided by data: a new model that always answers char-0 against a default that always
-answers char-1, on test splits of four char-0 and two char-1 images (67% against 33%, every time). The cycle
-starts at its evaluate stage (its crawl, review and training are the end-to-end test's) and evaluates for real."""
+"""Compare and promote, decided by data (``at_evaluate``: a new model that always answers char-0 against a default
+that always answers char-1, 67% against 33% on both test splits, every time). The cycle starts at its evaluate stage
+(its crawl, review and training are the end-to-end test's) and evaluates for real."""
 from __future__ import annotations
 
-import pytest
-
-from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
 from apps.improvement.models import Cycle
-from apps.improvement.services import cycle_advance, initial_stages
 from apps.inference.models import AliasChange, ModelAlias
-from apps.inference.services import model_alias_set
-from apps.training.models import TrainingJob
-from tests.evaluation.conftest import make_characters, make_version, register_rigged, store_image
-
-ALWAYS_CHAR_0 = [4.0, 0.0]
-ALWAYS_CHAR_1 = [0.0, 4.0]
-
-
-def _version(name: str, characters, seed_base: int):
-    """Two test images of each character, and two more of char-0."""
-    extra = [(store_image(label=0, seed=seed_base + 500 + i, character=characters[0]), characters[0], "test")
-             for i in range(2)]
-    return make_version(name, characters, train=2, val=1, test=2, seed_base=seed_base, extra=extra)
-
-
-@pytest.fixture
-def at_evaluate(db, settings, django_capture_on_commit_callbacks):
-    """``start(**options)``: a cycle whose new model (trained on v1) waits to be evaluated, default being a
-    model trained on v0 and evaluated on v0/test."""
-    settings.KYARA_RUN_TASKS_INLINE = True  # the evaluations the cycle queues run here
-    characters = make_characters(["char-0", "char-1"])
-    v0, v1 = _version("v0", characters, 0), _version("v1", characters, 100)
-    default = register_rigged("old-default", ["char-0", "char-1"], ALWAYS_CHAR_1, dataset_version=v0)
-    model_alias_set(name="default", version=default)
-    run = evaluation_run_create(model_version=default, dataset_version=v0, queue=False)
-    run = evaluation_run_execute(run_id=run.pk)
-    candidate = register_rigged("new-model", ["char-0", "char-1"], ALWAYS_CHAR_0, dataset_version=v1)
-
-    def start(**options) -> Cycle:
-        job = TrainingJob.objects.create(dataset_version=v1, status="succeeded", model_version=candidate)
-        stages = [{**record, "status": "succeeded"} if record["name"] in ("plan", "crawl", "review", "wait", "freeze",
-                                                                        "train") else record
-                  for record in initial_stages()]
-        cycle = Cycle.objects.create(from_evaluation=run, stage="evaluate", stages=stages, dataset_version=v1,
-                                     training_job=job, **options)
-        with django_capture_on_commit_callbacks(execute=True):  # evaluations run, their end advances the cycle
-            cycle_advance(cycle_id=cycle.pk)
-        return Cycle.objects.get(pk=cycle.pk)
-
-    return {"start": start, "default": default, "candidate": candidate, "run": run}
 
 
 def _splits(cycle: Cycle) -> list[tuple]:

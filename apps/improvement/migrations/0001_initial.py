@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
                 ('promote_if_better', models.BooleanField(default=False, help_text='Point default at the new model if it is better')),
                 ('margin', models.FloatField(default=apps.improvement.models.default_margin, help_text='Top-1 the new model must gain over default on every compared split')),
                 ('skip_waiting', models.BooleanField(default=False, help_text='Go on without waiting for the review of pending images')),
-                ('origin', models.CharField(choices=[('cli', 'Cli'), ('api', 'Api'), ('page', 'Page'), ('schedule', 'weekly schedule')], default='api', max_length=10)),
+                ('origin', models.CharField(choices=[('cli', 'manage.py improve'), ('api', 'the API'), ('page', 'the cycles page'), ('schedule', 'the weekly schedule')], default='api', max_length=10)),
                 ('stage', models.CharField(choices=[('plan', 'plan the collection'), ('crawl', 'crawl, tier by tier'), ('review', 'auto-review'), ('wait', 'wait for a person'), ('freeze', 'freeze a dataset version'), ('train', 'Train'), ('evaluate', 'Evaluate'), ('compare', 'compare with default'), ('promote', 'Promote')], db_index=True, default='plan', max_length=10)),
                 ('stages', models.JSONField(blank=True, default=list, help_text='[{name, status, started_at, finished_at, detail, links}] in order')),
                 ('lease_until', models.DateTimeField(blank=True, help_text='A step is running until then; other advances leave it alone', null=True)),
