@@ -14,7 +14,7 @@ LINK_URLS = {
     "evaluation": ("evaluation:detail", "evaluation-detail"),
     "dataset_version": (None, "datasetversion-detail"),
     "model_version": (None, "modelversion-detail"),
-    "review": ("review:queue", None),
+    "review": ("review:page", None),  # the queue narrowed to a crawl job's images
 }
 
 
@@ -30,7 +30,7 @@ def link_url(kind: str, pk: int | None) -> str | None:
         if name is None or pk is None:
             continue
         try:
-            return reverse(name, args=[pk]) if kind != "review" else f"{reverse(name)}?cycle={pk}"
+            return reverse(name, args=[pk]) if kind != "review" else f"{reverse(name)}?crawl_job={pk}"
         except NoReverseMatch:
             continue
     return None
