@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db.models import FilteredRelation, Q, QuerySet, Value
+from django.db.models import Case, FilteredRelation, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 
 from apps.characters.models import Character, Image
@@ -14,10 +14,11 @@ from apps.characters.phash import band_probes, hamming
 from apps.core.api import ServiceError
 from apps.crawling.models import CrawlJob, SeenPost
 from apps.evaluation.models import EvaluationRun
+from apps.evaluation.selectors import label_issue_image_ids
 from apps.inference.models import ModelVersion
 from apps.inference.selectors import DEFAULT_ALIAS, model_resolve
 
-from .models import Suggestion
+from .models import ReviewDecision, Suggestion
 from .verdict import NO_SUGGESTION, judge
 
 NO_MODEL_MESSAGE = ("No model is promoted to 'default' yet, so there are no suggestions: the images wait for a "
@@ -51,6 +52,7 @@ class ReviewFilters:
     source: str | None = None  # a source site (safebooru, waifu_pics...) or kind (upload, import, crawl)
     crawl_job: int | None = None  # images that crawl job stored
     plan: int | None = None  # an evaluation run: images the crawl jobs of its collection plan stored
+    evaluation: int | None = None  # an evaluation run: its suspect labels not decided since (approved images)
     flagged: bool | None = None
     unlabelled: bool | None = None
 
@@ -64,12 +66,31 @@ def _crawled_by(job_ids) -> Q:
     return Q(pk__in=SeenPost.objects.filter(job_id__in=job_ids, image__isnull=False).values("image_id"))
 
 
+def _run(run_id: int, field: str) -> EvaluationRun:
+    run = EvaluationRun.objects.filter(pk=run_id).only("plan", "label_issues", "finished_at", "created_at").first()
+    if run is None:
+        raise ServiceError("unknown_filter", f"No evaluation run {run_id}.", field=field)
+    return run
+
+
 def _plan_jobs(run_id: int) -> list[int]:
-    """The crawl jobs an evaluation run's collection plan created (as the run's ``plan`` lists them)."""
-    plan = EvaluationRun.objects.filter(pk=run_id).values_list("plan", flat=True).first()
-    if plan is None:
-        raise ServiceError("unknown_filter", f"No evaluation run {run_id}.", field="plan")
-    return [pk for pk in (plan or {}).get("jobs", []) if isinstance(pk, int)]
+    """The crawl jobs an evaluation run's collection plan created: those that name the run, and those its
+    ``plan`` lists (jobs planned before crawl jobs named their run)."""
+    listed = (_run(run_id, "plan").plan or {}).get("jobs", [])
+    named = CrawlJob.objects.filter(evaluation_run_id=run_id).values_list("pk", flat=True)
+    return sorted({*named, *(pk for pk in listed if isinstance(pk, int))})
+
+
+def label_issue_images(run_id: int) -> list[int]:
+    """An evaluation run's suspect labels left to review, most suspect first: still approved with the label
+    the run doubted (``label_issue_image_ids``), and not decided since the run in a batch not undone (a
+    reviewer who keeps the label changes nothing on the image)."""
+    run = _run(run_id, "evaluation")
+    still = label_issue_image_ids(run)
+    decided = set(ReviewDecision.objects.filter(image_id__in=still, batch__undone_at__isnull=True,
+                                                batch__created_at__gte=run.finished_at or run.created_at)
+                  .values_list("image_id", flat=True))
+    return [pk for pk in still if pk not in decided]
 
 
 def _filtered(queryset: QuerySet[Image], filters: ReviewFilters) -> QuerySet[Image]:
@@ -96,17 +117,28 @@ def _filtered(queryset: QuerySet[Image], filters: ReviewFilters) -> QuerySet[Ima
 def review_queue(*, filters: ReviewFilters | None = None, version: ModelVersion | None = None) -> QuerySet[Image]:
     """Pending images, largest doubt first, then the longest waiting; each annotated with ``review_doubt``
     and joinable as ``current`` to ``version``'s suggestion on it (pass ``suggesting_version()``: the
-    default's; None when no model is promoted: every image then waits in arrival order).
+    default's; None when no model is promoted: every image then waits in arrival order). With
+    ``filters.evaluation``, that run's suspect labels left to review instead (approved images), in the
+    run's order.
 
     Images without a verdict yet (just ingested, or their file cannot be read) sort with doubt
     ``NO_SUGGESTION``: after the flagged and disagreeing ones, before those the model agrees with — a
     person must look at them anyway, and nothing vouches for them.
     """
-    queryset = (Image.objects.filter(status=Image.Status.PENDING).select_related("character__series")
+    filters = filters or ReviewFilters()
+    order = ["-review_doubt", "pk"]
+    if filters.evaluation is None:
+        waiting = Q(status=Image.Status.PENDING)
+    else:  # the run's order: most suspect first
+        issues = label_issue_images(filters.evaluation)
+        waiting = Q(pk__in=issues)
+        order = [Case(*(When(pk=pk, then=Value(rank)) for rank, pk in enumerate(issues)), default=Value(0),
+                      output_field=IntegerField())]
+    queryset = (Image.objects.filter(waiting).select_related("character__series")
                 .annotate(current=FilteredRelation("suggestions", condition=Q(
                     suggestions__model_version_id=version.pk if version else None)))
                 .annotate(review_doubt=Coalesce("current__doubt", Value(NO_SUGGESTION))))
-    return _filtered(queryset, filters or ReviewFilters()).order_by("-review_doubt", "pk")
+    return _filtered(queryset, filters).order_by(*order)
 
 
 @dataclass

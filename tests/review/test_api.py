@@ -66,6 +66,8 @@ def test_the_queue_filters_by_query_parameters(suggested, staff_api_client):
     unknown = staff_api_client.get("/api/v1/review/", {"character": "nobody"})
     assert unknown.status_code == 400 and "Unknown character 'nobody'" in unknown.json()["error"]["message"]
     assert staff_api_client.get("/api/v1/review/", {"crawl_job": "-1"}).status_code == 400
+    no_run = staff_api_client.get("/api/v1/review/", {"evaluation": 10**9})
+    assert no_run.status_code == 400 and "No evaluation run 1000000000" in no_run.json()["error"]["message"]
 
 
 def test_decide_applies_everything_or_names_the_bad_item_and_applies_nothing(suggested, staff_api_client):

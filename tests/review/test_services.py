@@ -239,17 +239,20 @@ def test_the_queue_filters(suggested, registry, characters):
     assert queue(unlabelled=True) == {w.unlabelled.pk}
     assert queue(character=GREEN, flagged=False) == {w.confirmed[1].pk, w.unsure.pk}
 
-    job, other_job = (CrawlJob.objects.create(source="safebooru", quota=5) for _ in range(2))
-    for post, (image, crawl) in enumerate([(w.disputed, job), (w.contradicted, job), (w.unsure, other_job)]):
+    job, other_job, named_job = (CrawlJob.objects.create(source="safebooru", quota=5) for _ in range(3))
+    crawled = [(w.disputed, job), (w.contradicted, job), (w.unsure, other_job), (w.unknown, named_job)]
+    for post, (image, crawl) in enumerate(crawled):
         SeenPost.objects.create(source="safebooru", post_id=str(post), outcome="new", image=image, job=crawl)
     assert queue(crawl_job=job.pk) == {w.disputed.pk, w.contradicted.pk}
     dataset = DatasetVersion.objects.create(name="d1", content_hash="0" * 64)
     run = EvaluationRun.objects.create(model_version=registry.v1, dataset_version=dataset,
                                        plan={"jobs": [other_job.pk]})
-    assert queue(plan=run.pk) == {w.unsure.pk}
+    CrawlJob.objects.filter(pk=named_job.pk).update(evaluation_run_id=run.pk)
+    assert queue(plan=run.pk) == {w.unsure.pk, w.unknown.pk}  # listed in the run's plan, or naming the run
     for bad, message in ((dict(character="nobody"), "Unknown character 'nobody'"),
                          (dict(crawl_job=10**9), "No crawl job 1000000000"),
-                         (dict(plan=10**9), "No evaluation run 1000000000")):
+                         (dict(plan=10**9), "No evaluation run 1000000000"),
+                         (dict(evaluation=10**9), "No evaluation run 1000000000")):
         with pytest.raises(ServiceError, match=message):
             queue(**bad)
 
@@ -281,3 +284,41 @@ def test_a_relabelled_image_is_judged_on_its_label_now(suggested, registry):
     w.contradicted.refresh_from_db()
     (item,) = selectors.review_items([w.contradicted], version=registry.v1)
     assert item.agrees is True and not item.flagged and item.claimed_probability > 0.99
+
+
+def test_an_evaluation_s_suspect_labels_are_a_queue_until_decided(registry, characters, staff_user):
+    from django.utils import timezone
+
+    from apps.characters.models import DatasetVersion
+    from apps.evaluation.models import EvaluationRun
+    from tests.inference.conftest import class_image_bytes
+
+    def approved(label: str, seed: int, **extra):
+        return ingest(class_image_bytes(label, seed), character=characters[label], status="approved", **extra)
+
+    red, green, relabelled, rejected = (approved(RED, 100), approved(GREEN, 101), approved(BLUE, 102),
+                                        approved(RED, 103))
+    Image.objects.filter(pk=rejected.pk).update(status="rejected", reason="duplicate")
+    run = EvaluationRun.objects.create(
+        model_version=registry.v1, dataset_version=DatasetVersion.objects.create(name="d", content_hash="1" * 64),
+        split="test", status="succeeded", finished_at=timezone.now(), label_issues=[
+            {"image": image.pk, "label": label, "predicted": BLUE, "probability": 0.9, "self_confidence": 0.05}
+            for image, label in ((green, GREEN), (red, RED), (relabelled, RED), (rejected, RED))])
+    pending = ingest(red_green_mix(), character=characters[GREEN])
+
+    def issues() -> list[int]:
+        return list(selectors.review_queue(filters=selectors.ReviewFilters(evaluation=run.pk), version=registry.v1)
+                    .values_list("pk", flat=True))
+
+    # The run's order (most suspect first); relabelled and rejected since: settled; the pending image: no issue.
+    assert issues() == [green.pk, red.pk] and pending.pk not in issues()
+    services.review_decide(actor=staff_user, decisions=[{"image": red.pk, "action": "approve"}])  # the label stays
+    assert issues() == [green.pk] and state(red) == ("approved", "", RED)
+    services.review_undo(actor=staff_user)
+    assert issues() == [green.pk, red.pk]
+    services.suggestions_compute(image_ids=[red.pk, green.pk])  # the model agrees with both labels
+    bulk = services.review_approve_agreeing(min_probability=0.0, actor=staff_user,
+                                            filters=selectors.ReviewFilters(evaluation=run.pk))
+    assert bulk["approved"] == 0 and issues() == [green.pk, red.pk]  # bulk approval is for pending images only
+    EvaluationRun.objects.filter(pk=run.pk).update(label_issues=[])
+    assert issues() == []

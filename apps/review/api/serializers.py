@@ -27,6 +27,9 @@ class ReviewFilterSerializer(serializers.Serializer):
                                          help_text="Images this crawl job stored")
     plan = serializers.IntegerField(required=False, min_value=0, max_value=ID_MAX,
                                     help_text="Evaluation run id: images its collection plan's crawl jobs stored")
+    evaluation = serializers.IntegerField(required=False, min_value=0, max_value=ID_MAX,
+                                         help_text="Evaluation run id: its suspect labels left to review (approved "
+                                         "images; instead of the pending ones)")
     flagged = serializers.BooleanField(required=False, allow_null=True, default=None,
                                        help_text="The model contradicts the label with high confidence")
     unlabelled = serializers.BooleanField(required=False, allow_null=True, default=None,
