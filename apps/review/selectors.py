@@ -28,8 +28,8 @@ NEAR_DUPLICATES_SHOWN = 3
 
 def flag_confidence() -> float:
     """Top-1 probability from which a model that contradicts the label flags the image
-    (``KYARA_REVIEW_FLAG_CONFIDENCE``, 0.8 unless set)."""
-    return float(getattr(settings, "KYARA_REVIEW_FLAG_CONFIDENCE", 0.8))
+    (``KYARA_REVIEW_FLAG_CONFIDENCE``)."""
+    return settings.KYARA_REVIEW_FLAG_CONFIDENCE
 
 
 def suggesting_version(model: str | None = None, *, fresh: bool = False) -> ModelVersion | None:

@@ -444,6 +444,10 @@ KYARA_EVAL_THRESHOLD_KEEP = env_float("KYARA_EVAL_THRESHOLD_KEEP", 0.95)
 # Evaluate every model version a training job registers, on this split (empty: off).
 KYARA_EVAL_AFTER_TRAINING_SPLIT = env_str("KYARA_EVAL_AFTER_TRAINING_SPLIT", "test")
 
+# --- Review ------------------------------------------------------------------------------------------
+# An image whose claimed label the model contradicts with at least this top-1 probability is flagged.
+KYARA_REVIEW_FLAG_CONFIDENCE = env_float("KYARA_REVIEW_FLAG_CONFIDENCE", 0.8)
+
 # --- Improvement cycles (plan → crawl → review → freeze → train → evaluate → promote) ------------
 # A new model replaces `default` only when its top-1 beats default's by this much on every test split compared.
 KYARA_CYCLE_PROMOTE_MARGIN = env_float("KYARA_CYCLE_PROMOTE_MARGIN", 0.005)
