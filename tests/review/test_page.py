@@ -114,3 +114,24 @@ def test_the_nav_shows_staff_how_many_images_wait(reviewer, suggested):
     page = reviewer.get(PAGE).content.decode()
     assert re.search(r'aria-current="page" class="current">Review <span class="nav-count" id="nav-review-count">'
                      rf'{len(suggested.all) - 1}</span>', page)
+
+
+def test_an_evaluations_suspect_labels_are_reviewed_on_the_page(reviewer, suggested, registry):
+    from apps.characters.models import DatasetVersion, Image
+    from apps.evaluation.models import EvaluationRun
+
+    w = suggested
+    Image.objects.filter(pk=w.confirmed[0].pk).update(status="approved")  # in the dataset, labelled red
+    run = EvaluationRun.objects.create(
+        model_version=registry.v1, dataset_version=DatasetVersion.objects.create(name="d1", content_hash="0" * 64),
+        status="succeeded", split="val",
+        label_issues=[{"image": w.confirmed[0].pk, "label": RED, "predicted": GREEN, "probability": 0.97}])
+    response = reviewer.get(PAGE, {"evaluation": run.pk})
+    assert response.status_code == 200
+    (item,) = embedded(response, "review-queue")["results"]
+    assert item["id"] == w.confirmed[0].pk and item["status"] == "approved"
+    assert embedded(response, "review-filters-data") == {"evaluation": run.pk}
+    body = response.content.decode()
+    assert 'id="review-label-issues"' in body and f'href="/ui/evaluations/{run.pk}/"' in body
+    assert f'<option value="{run.pk}">run #{run.pk}' in body  # offered in the filter's list
+    assert 'id="review-label-issues"' not in reviewer.get(PAGE).content.decode()
