@@ -278,6 +278,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "apps.characters.models.Image.Status",
         "JobStatusEnum": "apps.core.models.JobStatus",  # every job: crawl, training, evaluation
+        "EvaluationOriginEnum": "apps.evaluation.models.EvaluationRun.Origin",
+        "CycleOriginEnum": "apps.improvement.models.Cycle.Origin",
+        "CycleStageEnum": "apps.improvement.models.Stage",
+        "CycleStageStatusEnum": "apps.improvement.models.StageStatus",
     },
 }
 CORS_ALLOWED_ORIGINS = env_list("KYARA_CORS_ORIGINS")

@@ -6,9 +6,28 @@ from rest_framework import serializers
 
 from apps.evaluation.models import EvaluationRun
 
-from ..models import Cycle, Stage
+from ..models import Cycle, Stage, StageStatus
 from ..selectors import stages_with_urls, waiting_images
 from ..stages import EVALUATIONS
+
+
+class StageLinkSerializer(serializers.Serializer):
+    kind = serializers.CharField(help_text="crawl_job, training_job, evaluation, dataset_version, model_version, review")
+    id = serializers.IntegerField(allow_null=True)
+    label = serializers.CharField()
+    url = serializers.CharField(allow_null=True, help_text="Its page (or API resource); null where it has none")
+
+
+class StageSerializer(serializers.Serializer):
+    """One stage's record (``Cycle.stages``)."""
+
+    name = serializers.ChoiceField(choices=Stage.choices)
+    label = serializers.CharField()
+    status = serializers.ChoiceField(choices=StageStatus.choices)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    detail = serializers.CharField(allow_blank=True)
+    links = StageLinkSerializer(many=True)
 
 
 class CycleSerializer(serializers.ModelSerializer):
@@ -18,7 +37,7 @@ class CycleSerializer(serializers.ModelSerializer):
     stages = serializers.SerializerMethodField()
     crawl_jobs = serializers.SerializerMethodField()
     model_version = serializers.IntegerField(source="training_job.model_version_id", default=None, read_only=True,
-                                             help_text="The new model (the training job's)")
+                                             allow_null=True, help_text="The new model (the training job's)")
     evaluations = serializers.SerializerMethodField()
     waiting_images = serializers.SerializerMethodField(
         help_text="Images from this cycle's crawls still pending (at the review and wait stages; else null)")
@@ -33,7 +52,7 @@ class CycleSerializer(serializers.ModelSerializer):
                   "finished_at", "heartbeat_at"]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(StageSerializer(many=True))
     def get_stages(self, cycle: Cycle) -> list[dict]:
         return stages_with_urls(cycle)
 
