@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import running_qcluster
-from tests.crawling.conftest import TAG, crawl_environment, world  # noqa: F401 - the fake booru fixture
+from tests.crawling.conftest import TAG, crawl_environment, crawl_settings, world  # noqa: F401 - the fake booru
 from tests.evaluation.conftest import (  # noqa: F401 - _fast_serving: eager PyTorch, a fresh predictor cache
     _fast_serving,
     make_characters,

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django_q.models import OrmQ, Schedule
 
+from apps.crawling.models import CrawlJob
 from apps.evaluation.models import EvaluationRun
 from apps.improvement.models import Cycle
 from apps.improvement.services import (
@@ -105,6 +106,20 @@ def test_improve_prints_the_cycle_as_json(cycle_world):
     assert data["status"] == "queued" and data["crawl_jobs"] == [] and data["promoted"] is False
     with pytest.raises(CommandError, match="unknown_character: No character with the slug ghost"):
         call_command("improve", "--evaluation", str(cycle_world["evaluation"].pk), "--characters", "ghost")
+
+
+def test_improve_sync_runs_it_here_until_a_person_is_needed(transactional_db, cycle_world, crawl_settings, world):
+    """No worker: --sync crawls (P1's hu-tao, then P4's char-0) and suggests here, and returns at the wait."""
+    out = StringIO()
+    call_command("improve", "--evaluation", str(cycle_world["evaluation"].pk), "--characters", "hu-tao", "char-0",
+                 "--sources", "danbooru", "--sync", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert (data["status"], data["stage"]) == ("running", "wait")
+    assert [stage["status"] for stage in data["stages"][:4]] == ["succeeded", "succeeded", "succeeded", "waiting"]
+    jobs = CrawlJob.objects.filter(pk__in=data["crawl_jobs"]).order_by("pk")
+    assert [(job.character.slug, job.status) for job in jobs] == [("hu-tao", "succeeded"), ("char-0", "succeeded")]
+    assert data["waiting_images"] == jobs[0].accepted > 0
+    assert data["stages"][3]["detail"] == f"{jobs[0].accepted} crawled image(s) wait for review"
 
 
 def test_the_advance_schedule_is_kept_and_the_weekly_one_only_when_asked(cycle_world, settings):

@@ -78,10 +78,16 @@ class Command(BaseCommand):
             raise CommandError(f"cycle {cycle.pk} failed: {cycle.error}")
 
     def _advance_until_settled(self, cycle: Cycle) -> Cycle:
-        """Advance until the cycle ends or waits for a person (a child running elsewhere is waited for)."""
+        """Advance until the cycle ends or waits for a person (a child running elsewhere is waited for), saying
+        on stderr where it is whenever that changes."""
+        said = None
         while True:
             cycle = cycle_advance(cycle_id=cycle.pk)
             record = cycle.stage_record(cycle.stage) or {}
+            where = (cycle.stage, record.get("status"), record.get("detail"))
+            if where != said:
+                self.stderr.write(f"cycle {cycle.pk}: {cycle.stage} {record.get('status')}: {record.get('detail') or ''}")
+                said = where
             if cycle.status in Cycle.FINISHED or (cycle.stage == Stage.WAIT
                                                   and record.get("status") == StageStatus.WAITING):
                 return cycle
