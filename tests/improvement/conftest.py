@@ -33,6 +33,20 @@ def _no_runtime_measurement(settings):
     settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER = False
 
 
+def queued(queue: str = "default") -> list[dict]:
+    """The tasks waiting on ``queue``, taken off it: from the ORM broker's table or Redis's list (the scale run),
+    whichever the settings name. Call it first to start from an empty queue (Redis keeps what other tests left)."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    from apps.core.queue import queue_cluster
+
+    broker, tasks = get_broker(queue_cluster(queue)), []
+    while batch := broker.dequeue():
+        tasks += [SignedPackage.loads(payload) for _, payload in batch]
+    return tasks
+
+
 def make_world(*, default_logits=(3.0, 0.0)) -> dict:
     """char-0 and char-1 (learnable pictures) and hu-tao, approved; ``v0`` frozen from them; ``default`` a rigged
     model that knows char-0 and char-1 and always answers char-0; a succeeded evaluation of it on v0/test.

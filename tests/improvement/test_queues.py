@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from django_q.models import OrmQ
 
 from apps.core.queue import enqueue, queue_cluster
 from apps.crawling.models import CrawlJob
@@ -14,15 +13,18 @@ from apps.training.models import TrainingJob
 from tests.conftest import wait_for
 from tests.training.conftest import make_dataset_version
 
-from .conftest import TRAINING
+from .conftest import TRAINING, queued
 
 
 @pytest.mark.django_db
 def test_each_queue_is_its_clusters_list_and_an_unknown_one_is_refused():
+    queued("default"), queued("training")
     enqueue("apps.core.tasks.heartbeat", "a")
     enqueue("apps.core.tasks.heartbeat", "b", queue="training")
-    assert sorted(OrmQ.objects.values_list("key", flat=True)) == sorted(
-        [settings.Q_CLUSTER["name"], settings.KYARA_TRAINING_QUEUE_NAME])
+    assert [task["args"] for task in queued("default")] == [("a",)]
+    assert [task["args"] for task in queued("training")] == [("b",)]
+    assert (queue_cluster("default"), queue_cluster("training")) == (settings.Q_CLUSTER["name"],
+                                                                     settings.KYARA_TRAINING_QUEUE_NAME)
     assert settings.Q_CLUSTER["ALT_CLUSTERS"][queue_cluster("training")]["workers"] >= 1
     with pytest.raises(ValueError, match="Unknown queue 'gpu'; the queues are default, training"):
         enqueue("apps.core.tasks.heartbeat", "c", queue="gpu")
@@ -31,11 +33,11 @@ def test_each_queue_is_its_clusters_list_and_an_unknown_one_is_refused():
 @pytest.mark.django_db
 def test_a_training_launch_goes_to_the_training_queue(django_capture_on_commit_callbacks):
     version = make_dataset_version("v-queue", classes=2, train=2, val=1, test=0)
+    queued("default"), queued("training")
     with django_capture_on_commit_callbacks(execute=True):
         job = training.training_job_start(dataset_version=version, config=TRAINING)
-    (task,) = OrmQ.objects.all()
-    assert task.key == settings.KYARA_TRAINING_QUEUE_NAME and task.func() == training.LAUNCH_TASK
-    assert task.task["args"] == (job.pk,)
+    assert [(task["func"], task["args"]) for task in queued("training")] == [(training.LAUNCH_TASK, (job.pk,))]
+    assert queued("default") == []
 
 
 @pytest.mark.queue
