@@ -224,6 +224,21 @@ def qcluster(transactional_db):
         yield proc
 
 
+def queued_tasks(queue: str = "default") -> list[dict]:
+    """The tasks waiting on ``queue``, taken off it, oldest first: from whichever broker the settings name (the
+    ORM table here, Redis's list in the scale run). Call it first to start from an empty queue (Redis keeps
+    what other tests left)."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    from apps.core.queue import queue_cluster
+
+    broker, tasks = get_broker(queue_cluster(queue)), []
+    while batch := broker.dequeue():
+        tasks += [SignedPackage.loads(payload) for _, payload in batch]
+    return tasks
+
+
 def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

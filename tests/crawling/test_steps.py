@@ -3,7 +3,6 @@ switch them, and new pending images go to the review task (with the auto-review 
 from __future__ import annotations
 
 import pytest
-from django_q.models import OrmQ
 
 from apps.characters.models import Image
 from apps.characters.services import IngestResult
@@ -14,6 +13,7 @@ from apps.crawling.sources import build_source, sources
 from apps.crawling.sources.base import Candidate
 from apps.crawling.sources.booru_danbooru import DanbooruSource
 from apps.crawling.steps import SUGGEST_TASK, Refusal, Suggest, assemble_steps
+from tests.conftest import queued_tasks
 from tests.crawling.conftest import standard_posts
 
 pytestmark = pytest.mark.django_db
@@ -33,10 +33,18 @@ def names(job: CrawlJob) -> list[str]:
     return [step["name"] for step in job.steps]
 
 
-def suggestion_tasks() -> list[tuple[list[int], dict]]:
-    """The review tasks queued so far, oldest first: (image ids, keyword arguments)."""
-    tasks = [q.task for q in OrmQ.objects.order_by("pk")]
-    return [(list(task["args"][0]), task["kwargs"]) for task in tasks if task.get("func") == SUGGEST_TASK]
+@pytest.fixture
+def suggestion_tasks():
+    """Reads the review tasks queued since the test began, oldest first: (image ids, keyword arguments), from
+    whichever broker the settings name."""
+    queued_tasks()  # start from an empty queue
+    seen: list[dict] = []
+
+    def read() -> list[tuple[list[int], dict]]:
+        seen.extend(task for task in queued_tasks() if task.get("func") == SUGGEST_TASK)
+        return [(list(task["args"][0]), task["kwargs"]) for task in seen]
+
+    return read
 
 
 def steps_for(source_name: str, **job_options):
@@ -195,7 +203,8 @@ def test_a_source_with_a_wrong_step_list_is_refused_before_anything_runs(crawl_s
 
 # --- suggestions and the auto-review policy ---------------------------------------------------------------
 
-def test_new_pending_images_go_to_the_review_task_with_the_jobs_policy(world, crawl_settings, character):
+def test_new_pending_images_go_to_the_review_task_with_the_jobs_policy(world, crawl_settings, character,
+                                                                      suggestion_tasks):
     clean_world(world, ["ok", "ok", "copy", "ok"])  # the copy is an exact duplicate: stored once
     with_policy = run(character=character, auto_approve_min_confidence=0.8)
     stored = sorted(Image.objects.values_list("pk", flat=True))
@@ -213,7 +222,7 @@ def test_new_pending_images_go_to_the_review_task_with_the_jobs_policy(world, cr
     assert approved.accepted == 1 and len(suggestion_tasks()) == 2  # approved already: nothing to review
 
 
-def test_suggestions_go_out_in_batches_while_the_crawl_runs_and_the_rest_at_its_end():
+def test_suggestions_go_out_in_batches_while_the_crawl_runs_and_the_rest_at_its_end(suggestion_tasks):
     step = Suggest(0.5, batch=2)
     for pk, status in [(1, "pending"), (2, "approved"), (3, "pending"), (4, "pending")]:
         step.stored(Image(pk=pk, status=status))

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from tests.conftest import make_image_bytes
+from tests.conftest import make_image_bytes, queued_tasks
 from tests.evaluation.conftest import (  # _fast_serving: autouse here too (eager PyTorch, no alias watcher)
     _fast_serving,  # noqa: F401
     make_characters,
@@ -254,12 +254,11 @@ def test_a_damaged_picture_inside_a_readable_zip_is_counted_and_the_rest_importe
 
 def test_a_big_zip_is_imported_by_the_worker_task(staff_client, imports_dir, settings,
                                                   django_capture_on_commit_callbacks):
-    from django_q.models import OrmQ
-
     from apps.characters.models import Image, ImportJob
     from apps.characters.tasks import run_import_job
 
     settings.KYARA_IMPORT_INLINE_MAX_BYTES = 1000
+    queued_tasks()  # start from an empty queue
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("characters:imports"), {
             "archive": SimpleUploadedFile("big.zip", zip_bytes(pictures({"s_c": 2}))), "image_status": "approved"},
@@ -268,8 +267,8 @@ def test_a_big_zip_is_imported_by_the_worker_task(staff_client, imports_dir, set
     assert job.status == "queued" and not Image.objects.exists() and len(list(imports_dir.iterdir())) == 1
     assert "is queued: a worker imports its 2 files" in response.content.decode()
     assert '<meta http-equiv="refresh"' in response.content.decode()  # the page follows the job
-    (task,) = OrmQ.objects.all()
-    assert task.task["func"] == "apps.characters.tasks.run_import_job" and task.task["args"] == (job.pk,)
+    (task,) = queued_tasks()
+    assert task["func"] == "apps.characters.tasks.run_import_job" and task["args"] == (job.pk,)
     assert run_import_job(job.pk)["status"] == "succeeded"
     assert Image.objects.count() == 2 and list(imports_dir.iterdir()) == []
     assert run_import_job(job.pk) == {"import": job.pk, "ran": False}  # a duplicate task changes nothing
@@ -339,13 +338,12 @@ def test_a_dataset_version_that_cannot_train_is_refused_next_to_its_field(staff_
 def test_the_start_form_trains_a_model_through_the_training_service(staff_client, staff_user,
                                                                     django_capture_on_commit_callbacks):
     """The form's job is the service's: queued on the training queue, then trained for real (1 epoch, 32 px)."""
-    from django_q.models import OrmQ
-
-    from apps.core.queue import TRAINING_QUEUE, queue_cluster
+    from apps.core.queue import TRAINING_QUEUE
     from apps.training.models import TrainingJob
     from apps.training.tasks import launch_training_job
 
     version = make_dataset_version("v-form", train=6, val=2, test=2)
+    queued_tasks(TRAINING_QUEUE), queued_tasks()  # start from empty queues
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("training:start"), _training_form(version, name="from the page"))
     job = TrainingJob.objects.get()
@@ -353,8 +351,8 @@ def test_the_start_form_trains_a_model_through_the_training_service(staff_client
     assert (job.name, job.created_by, job.dataset_version) == ("from the page", staff_user, version)
     assert {key: job.config[key] for key in (*FAST, "epochs")} == {**FAST, "epochs": 1}
     assert job.config["optimizer"] is None  # left blank: the recipe decides
-    (task,) = OrmQ.objects.all()
-    assert task.key == queue_cluster(TRAINING_QUEUE) and task.task["args"] == (job.pk,)
+    (task,) = queued_tasks(TRAINING_QUEUE)  # on the training queue, nothing on the default one
+    assert task["args"] == (job.pk,) and queued_tasks() == []
     launch_training_job(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded", job.error

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.conftest import queued_tasks as queued  # noqa: F401 - the tests' name for it
 from tests.conftest import running_qcluster
 from tests.crawling.conftest import TAG, crawl_environment, crawl_settings, world  # noqa: F401 - the fake booru
 from tests.evaluation.conftest import (  # noqa: F401 - _fast_serving: eager PyTorch, a fresh predictor cache
@@ -31,20 +32,6 @@ TRAINING = {**FAST, "epochs": 1}
 @pytest.fixture(autouse=True)
 def _no_runtime_measurement(settings):
     settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER = False
-
-
-def queued(queue: str = "default") -> list[dict]:
-    """The tasks waiting on ``queue``, taken off it: from the ORM broker's table or Redis's list (the scale run),
-    whichever the settings name. Call it first to start from an empty queue (Redis keeps what other tests left)."""
-    from django_q.brokers import get_broker
-    from django_q.signing import SignedPackage
-
-    from apps.core.queue import queue_cluster
-
-    broker, tasks = get_broker(queue_cluster(queue)), []
-    while batch := broker.dequeue():
-        tasks += [SignedPackage.loads(payload) for _, payload in batch]
-    return tasks
 
 
 def make_world(*, default_logits=(3.0, 0.0)) -> dict:

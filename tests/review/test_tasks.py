@@ -89,11 +89,12 @@ def unmeasured(settings):
 @pytest.mark.queue
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_suggests_for_an_upload_and_again_when_default_moves(unmeasured, registry, staff_api_client):
-    from django_q.models import OrmQ, Task
+    from django_q.models import Task
 
     with running_qcluster("qcluster-review.log", KYARA_INFERENCE_BACKEND="torch", KYARA_ALIAS_WATCH_SECONDS="0"):
         # First the recompute that promoting v1 queued: the upload's own task must be what suggests for it.
-        wait_for(lambda: not OrmQ.objects.exists(), timeout=120, message="the worker to drain the queue")
+        wait_for(lambda: Task.objects.filter(func="apps.review.tasks.suggestions_recompute_pending").exists(),
+                 timeout=120, message="the worker to run the recompute that promoting v1 queued")
         upload = SimpleUploadedFile("red.jpg", class_image_bytes(RED, 94), content_type="image/jpeg")
         response = staff_api_client.post("/api/v1/images/", {"file": upload, "character": GREEN}, format="multipart")
         assert response.status_code == 201, response.json()
