@@ -121,8 +121,10 @@ def _start_tier(cycle: Cycle, write: Writer, tiers: list[dict], index: int) -> N
     characters = {c.slug: c for c in Character.objects.filter(slug__in=list(tier["targets"]))}
     targets = [(characters[slug], wanted) for slug, wanted in tier["targets"].items() if slug in characters]
     with transaction.atomic():
+        # The policy is applied by the review stage (every pending image, deterministically, after the crawls);
+        # the jobs name the evaluation so the review queue's plan filter finds what the cycle brought.
         jobs = collection_plan_create(targets=targets, requested_by=cycle.requested_by,
-                                      sources=cycle.sources or None)
+                                      sources=cycle.sources or None, evaluation_run_id=cycle.from_evaluation_id)
         tiers[index] = {**tier, "status": "running", "jobs": [job.pk for job in jobs],
                         "started_at": timezone.now().isoformat()}
         write(plan={**cycle.plan, "tiers": tiers})

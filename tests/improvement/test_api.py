@@ -122,6 +122,7 @@ def test_improve_sync_runs_it_here_until_a_person_is_needed(transactional_db, cy
     assert [stage["status"] for stage in data["stages"][:4]] == ["succeeded", "succeeded", "succeeded", "waiting"]
     jobs = CrawlJob.objects.filter(pk__in=data["crawl_jobs"]).order_by("pk")
     assert [(job.character.slug, job.status) for job in jobs] == [("hu-tao", "succeeded"), ("char-0", "succeeded")]
+    assert {job.evaluation_run_id for job in jobs} == {cycle_world["evaluation"].pk}  # the review queue's plan filter
     assert data["waiting_images"] == jobs[0].accepted > 0
     assert data["stages"][3]["detail"] == f"{jobs[0].accepted} crawled image(s) wait for review"
 
