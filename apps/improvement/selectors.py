@@ -4,8 +4,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
-from .models import Cycle
-from .stages import pending_images
+from .models import Cycle, Stage
+from .stages import pending_images, review_links
 
 # A stage's link kind → (page, API) URL names; the first that resolves is the link's url.
 LINK_URLS = {
@@ -36,13 +36,24 @@ def link_url(kind: str, pk: int | None) -> str | None:
     return None
 
 
+def with_urls(links: list[dict]) -> list[dict]:
+    return [{**item, "url": link_url(item["kind"], item["id"])} for item in links]
+
+
 def stages_with_urls(cycle: Cycle) -> list[dict]:
-    return [{**record, "links": [{**item, "url": link_url(item["kind"], item["id"])} for item in record["links"]]}
-            for record in cycle.stages]
+    return [{**record, "links": with_urls(record["links"])} for record in cycle.stages]
 
 
 def waiting_images(cycle: Cycle) -> int | None:
-    """How many images of this cycle's crawls are pending now (None before it crawled anything)."""
-    if not cycle.plan.get("tiers") or not any(tier["jobs"] for tier in cycle.plan["tiers"]):
+    """How many images of this cycle's crawls are pending now, while the cycle is at its review or wait stage;
+    None at the others (before, nothing was crawled; after, what is still pending stays out of the new version
+    and the cycle no longer waits for it)."""
+    if cycle.stage not in (Stage.REVIEW, Stage.WAIT) or not any(tier["jobs"] for tier in cycle.plan.get("tiers", [])):
         return None
     return pending_images(cycle).count()
+
+
+def review_queue_links(cycle: Cycle) -> list[dict]:
+    """The review queue per crawl job that left images pending, counted now (a stage's own links say what its
+    last step counted, up to a scheduled advance ago)."""
+    return with_urls(review_links(cycle))

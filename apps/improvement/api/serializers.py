@@ -65,7 +65,7 @@ class CycleSerializer(serializers.ModelSerializer):
         return {name: getattr(cycle, f"{name}_id") for name in EVALUATIONS}
 
     def get_waiting_images(self, cycle: Cycle) -> int | None:
-        return waiting_images(cycle) if cycle.stage in (Stage.REVIEW, Stage.WAIT) else None
+        return waiting_images(cycle)
 
 
 class CycleCreateSerializer(serializers.Serializer):

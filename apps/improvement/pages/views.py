@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from apps.core.api import ServiceError
@@ -12,7 +13,7 @@ from apps.core.pages import LIST_LIMIT, job_action, refuse_into, staff_required
 from apps.evaluation.models import EvaluationRun
 from apps.improvement import services
 from apps.improvement.models import Cycle, Stage, StageStatus
-from apps.improvement.selectors import cycles_with_relations, stages_with_urls, waiting_images
+from apps.improvement.selectors import cycles_with_relations, review_queue_links, stages_with_urls, waiting_images
 
 from .forms import REFUSAL_FIELDS, CycleStartForm
 
@@ -61,11 +62,14 @@ def _stage_rows(cycle: Cycle) -> list[dict]:
     return rows
 
 
+@never_cache  # a person comes back to it from the review queue: the browser must not show it as it was then
 def cycle_detail(request, pk: int):
     cycle = get_object_or_404(cycles_with_relations(), pk=pk)
     wait = cycle.stage_record(Stage.WAIT) or {}
+    waiting = waiting_images(cycle)
     return render(request, "improvement/detail.html", {
-        "cycle": cycle, "stages": _stage_rows(cycle), "waiting": waiting_images(cycle),
+        "cycle": cycle, "stages": _stage_rows(cycle), "waiting": waiting,
+        "review_queue": review_queue_links(cycle) if waiting else [],
         "can_resume": cycle.status in Cycle.RESUMABLE,
         "can_continue": cycle.is_active and wait.get("status") not in (StageStatus.SUCCEEDED, StageStatus.SKIPPED)
         and not cycle.skip_waiting,
