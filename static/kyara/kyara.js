@@ -7,8 +7,11 @@
     return found ? decodeURIComponent(found.split("=")[1]) : "";
   }
 
+  /* Always from the server: the pages read live state, and a page the browser goes back to has its requests
+     answered from the HTTP cache where possible (a job's page came back showing what it showed when left). */
   async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin",
+      cache: "no-store" });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       const message = (body.error && body.error.message) || response.statusText || "request failed";

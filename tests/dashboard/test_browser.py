@@ -101,6 +101,25 @@ def test_start_a_crawl_and_watch_its_counters_move(session, staff_user, characte
     listing.assert_no_js_errors()
 
 
+def test_a_live_page_gone_back_to_reads_the_api_from_the_server(session, staff_user, character):
+    """Chromium answers a back/forward load's requests from its HTTP cache where it can: a job's page came back
+    with the numbers of when it was left, from its first poll (a cycle's page: the images that waited then)."""
+    from apps.crawling.models import CrawlJob
+
+    api_reads = "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/v1/crawl-jobs/'))"
+    job = CrawlJob.objects.create(source="danbooru", character=character, quota=50, status="running", accepted=1)
+    browser = session(user=staff_user)
+    page = browser.open(f"/ui/crawls/{job.pk}/")
+    page.wait_for_function(f"() => {api_reads}.length > 0")  # polled once: the browser holds that answer
+    page.goto(browser.base + "/")
+    CrawlJob.objects.filter(pk=job.pk).update(accepted=7)
+    page.go_back()
+    page.wait_for_function(f"() => {api_reads}.length > 0")
+    assert page.evaluate(f"{api_reads}.map(e => e.deliveryType)")[0] != "cache"
+    page.wait_for_function("() => document.getElementById('counter-accepted').textContent === '7'", timeout=5_000)
+    browser.assert_no_js_errors()
+
+
 def _epoch(n: int) -> dict:
     return {"epoch": n, "train_loss": 1.6 / n, "train_accuracy": min(0.35 + 0.12 * n, 0.99),
             "val_loss": 1.8 / n + 0.1, "val_accuracy": min(0.3 + 0.1 * n, 0.95), "lr": 1e-4 / n, "seconds": 3.5,
