@@ -1,6 +1,7 @@
-"""The cycle page's note on the images that wait for a person: counted now, its links to the review queue counted
-now, shown while the cycle is at its review or wait stage (when the API gives ``waiting_images``), and never
-shown from the browser's cache (a person comes back to the page from the review queue)."""
+"""The cycle page while it waits for a person. Its note on the images that wait: counted now, its links to the
+review queue counted now, shown while the cycle is at its review or wait stage (when the API gives
+``waiting_images``), and never shown from the browser's cache (a person comes back to the page from the review
+queue). What was asked for, in words."""
 from __future__ import annotations
 
 import pytest
@@ -60,3 +61,8 @@ def test_no_note_once_the_cycle_is_past_its_wait(waiting, client, staff_user, st
     # The page said "3 image(s) wait", and its poll then wrote "—" there (the API's null past the wait).
     assert 'id="cycle-waiting"' not in page
     assert staff_api_client.get(f"/api/v1/cycles/{cycle.pk}/").json()["waiting_images"] is None
+
+
+def test_what_was_asked_for_reads_one_epoch(waiting, client, staff_user):
+    page = " ".join(_page(client, staff_user, waiting["cycle"]).content.decode().split())
+    assert "<dt>Training</dt><dd>1 epoch, default's image size</dd>" in page  # not "1 epochs"
