@@ -41,6 +41,26 @@ def refuse_into(form, exc: ServiceError, fields: dict[str, str] | None = None) -
     form.add_error((fields or {}).get(exc.code), exc.message)
 
 
+def form_action(form_class, *, page, act, fields: dict[str, str] | None = None):
+    """A staff form that starts something (a crawl, a training job, an evaluation, a cycle, an alias move): POST
+    only. A valid form goes to ``act(request, form)``, a service call that answers where to go next; a bad form,
+    or the service's refusal (next to the field its code names in ``fields``, else above the form), comes back
+    on ``page(request, form)`` with a 400."""
+
+    @require_POST
+    @staff_required
+    def view(request):
+        form = form_class(request.POST)
+        if form.is_valid():
+            try:
+                return act(request, form)
+            except ServiceError as exc:
+                refuse_into(form, exc, fields)
+        return page(request, form)
+
+    return view
+
+
 def job_action(service, model, detail: str, done: str):
     """A staff action on one job (cancel, retry, resume): the service acts, the job's page shows the result."""
 

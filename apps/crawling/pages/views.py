@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
 from apps.characters.models import Character
-from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, job_action, staff_required
+from apps.core.pages import LIST_LIMIT, form_action, job_action
 from apps.crawling import services
 from apps.crawling.models import COUNTER_FIELDS, CrawlJob
 from apps.crawling.selectors import crawl_jobs_with_relations
@@ -34,19 +32,13 @@ def crawl_list(request, form: CrawlStartForm | None = None):
     }, status=400 if form is not None and form.is_bound else 200)
 
 
-@require_POST
-@staff_required
-def crawl_start(request):
-    form = CrawlStartForm(request.POST)
-    if not form.is_valid():
-        return crawl_list(request, form=form)
-    try:
-        job = services.crawl_job_create(requested_by=request.user, origin="api", **form.cleaned_data)
-    except ServiceError as exc:
-        form.add_error(None, exc.message)
-        return crawl_list(request, form=form)
+def _start(request, form):
+    job = services.crawl_job_create(requested_by=request.user, origin="api", **form.cleaned_data)
     messages.success(request, f"Crawl job {job.pk} queued.")
     return redirect("crawling:detail", pk=job.pk)
+
+
+crawl_start = form_action(CrawlStartForm, page=crawl_list, act=_start)
 
 
 def crawl_detail(request, pk: int):

@@ -6,11 +6,10 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from apps.characters.models import DatasetVersion
 from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, refuse_into, staff_action, staff_required
+from apps.core.pages import LIST_LIMIT, form_action, staff_action
 from apps.evaluation import services
 from apps.evaluation.models import EvaluationRun
 from apps.evaluation.selectors import alias_comparison, runs_with_relations
@@ -30,22 +29,17 @@ def evaluation_list(request, form: EvaluationStartForm | None = None):
     }, status=400 if form is not None and form.is_bound else 200)
 
 
-@require_POST
-@staff_required
-def evaluation_start(request):
+def _start(request, form):
     """Evaluate a model on a dataset version's split through the evaluation service (as the API does)."""
-    form = EvaluationStartForm(request.POST)
-    if not form.is_valid():
-        return evaluation_list(request, form=form)
-    try:
-        run = services.evaluation_run_create(origin=EvaluationRun.Origin.API, requested_by=request.user,
-                                             **form.cleaned_data)
-    except ServiceError as exc:
-        refuse_into(form, exc, {"invalid_split": "split", "empty_split": "split"})
-        return evaluation_list(request, form=form)
+    run = services.evaluation_run_create(origin=EvaluationRun.Origin.API, requested_by=request.user,
+                                         **form.cleaned_data)
     messages.success(request, f"Evaluation {run.pk} queued: {run.model_version.name} on "
                      f"{run.dataset_version.name}/{run.split}.")
     return redirect("evaluation:detail", pk=run.pk)
+
+
+evaluation_start = form_action(EvaluationStartForm, page=evaluation_list, act=_start,
+                               fields={"invalid_split": "split", "empty_split": "split"})
 
 
 def evaluation_detail(request, pk: int):

@@ -6,10 +6,8 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
 
-from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, job_action, refuse_into, staff_required
+from apps.core.pages import LIST_LIMIT, form_action, job_action
 from apps.evaluation.models import EvaluationRun
 from apps.improvement import services
 from apps.improvement.models import Cycle, Stage, StageStatus
@@ -34,20 +32,14 @@ def _int(value) -> int | None:
         return None
 
 
-@require_POST
-@staff_required
-def cycle_start(request):
+def _start(request, form):
     """Start a cycle through the service (as POST /api/v1/cycles/ does), then open its page."""
-    form = CycleStartForm(request.POST)
-    if not form.is_valid():
-        return cycle_list(request, form=form)
-    try:
-        cycle = services.cycle_create(requested_by=request.user, origin=Cycle.Origin.PAGE, **form.options())
-    except ServiceError as exc:
-        refuse_into(form, exc, REFUSAL_FIELDS)
-        return cycle_list(request, form=form)
+    cycle = services.cycle_create(requested_by=request.user, origin=Cycle.Origin.PAGE, **form.options())
     messages.success(request, f"Cycle {cycle.pk} started.")
     return redirect("improvement:detail", pk=cycle.pk)
+
+
+cycle_start = form_action(CycleStartForm, page=cycle_list, act=_start, fields=REFUSAL_FIELDS)
 
 
 def _stage_rows(cycle: Cycle) -> list[dict]:

@@ -6,11 +6,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from apps.characters.selectors import example_images
-from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, staff_action, staff_required
+from apps.core.pages import LIST_LIMIT, form_action, staff_action
 from apps.inference import services
 from apps.inference.loading import machine_key
 from apps.inference.models import AliasChange, ModelAlias, ModelVersion
@@ -53,21 +52,15 @@ def model_list(request, set_form: AliasSetForm | None = None):
     }, status=400 if set_form is not None and set_form.is_bound else 200)
 
 
-@require_POST
-@staff_required
-def alias_set(request):
-    form = AliasSetForm(request.POST)
-    if not form.is_valid():
-        return model_list(request, set_form=form)
+def _set_alias(request, form):
     data = form.cleaned_data
-    try:
-        change = services.model_alias_set(name=data["alias"], version=data["version"], actor=request.user,
-                                          why=data["why"], force=data["force"])
-    except ServiceError as exc:
-        form.add_error(None, exc.message)
-        return model_list(request, set_form=form)
+    change = services.model_alias_set(name=data["alias"], version=data["version"], actor=request.user,
+                                      why=data["why"], force=data["force"])
     messages.success(request, f"{change.alias} → {change.to_version.name}")
     return redirect("inference:models")
+
+
+alias_set = form_action(AliasSetForm, page=model_list, act=_set_alias)
 
 
 @staff_action

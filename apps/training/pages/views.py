@@ -4,12 +4,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
 from apps.characters.models import DatasetVersion
 from apps.characters.selectors import latest_dataset_version, thin_characters
-from apps.core.api import ServiceError
-from apps.core.pages import LIST_LIMIT, job_action, refuse_into, staff_required
+from apps.core.pages import LIST_LIMIT, form_action, job_action
 from apps.training import services
 from apps.training.models import TrainingJob
 
@@ -26,21 +24,16 @@ def training_list(request, form: TrainingStartForm | None = None):
     }, status=400 if form is not None and form.is_bound else 200)
 
 
-@require_POST
-@staff_required
-def training_start(request):
+def _start(request, form):
     """Start a job through the training service (as POST /api/v1/training-jobs/ does), then open its page."""
-    form = TrainingStartForm(request.POST)
-    if not form.is_valid():
-        return training_list(request, form=form)
-    try:
-        job = services.training_job_start(dataset_version=form.cleaned_data["dataset_version"], config=form.config,
-                                          name=form.cleaned_data["name"], created_by=request.user)
-    except ServiceError as exc:
-        refuse_into(form, exc, {"dataset_unusable": "dataset_version"})
-        return training_list(request, form=form)
+    job = services.training_job_start(dataset_version=form.cleaned_data["dataset_version"], config=form.config,
+                                      name=form.cleaned_data["name"], created_by=request.user)
     messages.success(request, f"Training job {job.pk} queued.")
     return redirect("training:detail", pk=job.pk)
+
+
+training_start = form_action(TrainingStartForm, page=training_list, act=_start,
+                             fields={"dataset_unusable": "dataset_version"})
 
 
 def _int(value) -> int | None:
