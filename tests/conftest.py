@@ -293,3 +293,21 @@ def near_copy_bytes(data: bytes, *, fmt: str = "JPEG") -> bytes:
 @pytest.fixture
 def image_bytes():
     return make_image_bytes
+
+
+# --- Chromium: one browser for the whole session, whichever folder's tests ask (two session fixtures would
+# each start Playwright's sync API, and the second refuses to run inside the first one's event loop) ---------
+CHROMIUM = Path(os.environ.get("KYARA_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require_service("Chromium", CHROMIUM.is_file(), f"no {CHROMIUM}; scripts/ensure_chromium.sh installs Debian's")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

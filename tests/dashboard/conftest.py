@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, make_image_bytes, require_service, wait_for
+from tests.conftest import ROOT, make_image_bytes, wait_for
 from tests.crawling.conftest import character, crawl_settings, world  # noqa: F401 - fixtures reused
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to run in a thread with
 # one unless told it is safe (it is: the loop only talks to the browser).
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-CHROMIUM = Path(os.environ.get("KYARA_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 SCREENSHOTS = Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -100,18 +97,7 @@ def served_model(cast, settings):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-# --- The browser --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def browser():
-    require_service("Chromium", CHROMIUM.is_file(), f"no {CHROMIUM}; scripts/ensure_chromium.sh installs Debian's")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
+# --- The browser (one Chromium for the whole session: tests/conftest.py's ``browser``) -------------
 
 class Session:
     """One browser context on the live server, optionally logged in; collects the page's JS errors."""

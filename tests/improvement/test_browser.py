@@ -7,7 +7,7 @@ import pytest
 
 from apps.improvement.models import Cycle
 from tests.crawling.conftest import TAG
-from tests.dashboard.conftest import browser, session  # noqa: F401 - Chromium and a page session, reused
+from tests.dashboard.conftest import session  # noqa: F401 - a page session in Chromium, reused
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.dashboard.conftest import browser, session  # noqa: F401 - Chromium for the review page's tests
+from tests.dashboard.conftest import session  # noqa: F401 - a page session in Chromium for the review page's tests
 from tests.evaluation.conftest import _fast_serving  # noqa: F401 - autouse: eager PyTorch, fresh predictor cache
 from tests.inference.conftest import (  # noqa: F401 - fixtures reused
     LABELS,
