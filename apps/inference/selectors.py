@@ -28,8 +28,24 @@ def _version(pk: int, updated_at) -> ModelVersion:
     return cached
 
 
+ALIAS_GENERATION_KEY = "kyara:inference:alias-generation"
+
+
 def alias_key(name: str) -> str:
-    return f"kyara:inference:alias:{name}"
+    """Where an alias's resolution is cached: under the registry's current generation, so an entry a request
+    wrote from a read that raced a change (read before the commit, written after the invalidation) sits
+    under a generation nobody reads any more, instead of serving the old version until it expires."""
+    return f"kyara:inference:alias:{cache.get(ALIAS_GENERATION_KEY, 0)}:{name}"
+
+
+def alias_generation_bump() -> None:
+    """A new generation of alias resolutions: every cached one is forgotten (in this process's cache at once;
+    with Redis, in every process)."""
+    try:
+        cache.incr(ALIAS_GENERATION_KEY)
+    except ValueError:  # not there yet (or evicted): start it past 0
+        if not cache.add(ALIAS_GENERATION_KEY, 1, timeout=None):
+            cache.incr(ALIAS_GENERATION_KEY)
 
 
 def model_resolve(name: str | None, *, versions_allowed: bool = True,
@@ -40,6 +56,7 @@ def model_resolve(name: str | None, *, versions_allowed: bool = True,
 
     The hot path touches no database: the alias → (version id, updated_at) pair lives in Django's cache
     for ``KYARA_ALIAS_CACHE_SECONDS`` and is dropped by signals the moment an alias or version changes
+    (a new generation of keys, now and after the commit)
     (opening a SQLite connection per request cost more than a whole cached answer). The version row
     is kept per process and re-read whenever its updated_at moves. A move made in another process with
     a per-process cache (locmem) is seen within those seconds; with Redis at once. ``fresh`` reads the
@@ -47,12 +64,13 @@ def model_resolve(name: str | None, *, versions_allowed: bool = True,
     """
     name = (name or DEFAULT_ALIAS).strip()
     alias_name = name.lower()
-    pair = None if fresh else cache.get(alias_key(alias_name))
+    key = alias_key(alias_name)  # the generation is read before the database, never after
+    pair = None if fresh else cache.get(key)
     if pair is None:
         row = ModelAlias.objects.filter(name=alias_name).values_list("version_id", "version__updated_at")[:1]
         if row:
             pair = tuple(row[0])
-            cache.set(alias_key(alias_name), pair, settings.KYARA_ALIAS_CACHE_SECONDS)
+            cache.set(key, pair, settings.KYARA_ALIAS_CACHE_SECONDS)
     if pair is not None:
         return (ModelVersion.objects.get(pk=pair[0]) if fresh else _version(*pair)), alias_name
     version = ModelVersion.objects.filter(name=name).first()

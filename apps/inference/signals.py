@@ -1,21 +1,19 @@
-"""Drop cached alias resolutions the moment the registry changes (now and again after commit, so a
-request racing the transaction cannot re-cache the old answer for long)."""
+"""Drop cached alias resolutions the moment the registry changes: a new generation of keys now and again after
+the commit, so an answer a request read before the commit and cached after it is never read again."""
 from __future__ import annotations
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from .models import ModelAlias, ModelVersion
-from .selectors import alias_key
+from .selectors import alias_generation_bump
 
 
 def _forget(names: list[str]) -> None:
-    keys = [alias_key(name) for name in names]
-    if keys:
-        cache.delete_many(keys)
-        transaction.on_commit(lambda: cache.delete_many(keys))
+    if names:
+        alias_generation_bump()
+        transaction.on_commit(alias_generation_bump)
 
 
 @receiver([post_save, post_delete], sender=ModelAlias)

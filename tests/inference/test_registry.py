@@ -37,6 +37,22 @@ def test_rollback_returns_to_the_previous_version_and_is_recorded(registry, staf
     assert AliasChange.objects.filter(alias="default").count() == 4
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_cached_by_a_request_that_raced_a_move_is_never_read(registry):
+    """A request reads the alias (old version) just before a move commits and writes its cache entry just after
+    the move's invalidation: the next request must still get the new version, not the late entry."""
+    from apps.inference.selectors import alias_key, model_resolve
+
+    assert model_resolve("default")[0] == registry.v1
+    racing_key = alias_key("default")  # the racing request's key and stale read, taken before the move
+    stale = tuple(ModelAlias.objects.filter(name="default").values_list("version_id", "version__updated_at")[0])
+    services.model_alias_set(name="default", version=registry.v2, why="move")
+    from django.core.cache import cache
+
+    cache.set(racing_key, stale, 3600)  # its late write, after the invalidation
+    assert model_resolve("default")[0] == registry.v2
+
+
 def test_rollback_refusals(registry):
     with pytest.raises(ServiceError) as caught:
         services.model_alias_rollback(name="default")  # only the first set so far
