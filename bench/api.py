@@ -190,19 +190,8 @@ def setup_platform(data_dir: Path, threads: int, batch_threads: int, data: Path,
                                      input_size=size, normalization=arch.normalization, artifact=path,
                                      parameters=count_parameters(model), dataset_version=dataset)
     prepared = time.perf_counter() - started
-    if guard_split == "val":
-        record = model_version_runtime_choose(version, where="bench", again=True, time_refused=True)
-    else:  # a model refit on train + val has seen val: judge it on images it never saw
-        from apps.inference.loading import int8_graph_path, machine_key
-        from apps.inference.selectors import _version_images, calibration_images
-        from apps.inference.services import _reference_predictor, model_version_runtime_record
-        from apps.ml.runtime_choice import choose_runtime
-
-        record = choose_runtime(_reference_predictor(version), guard=_version_images(version, guard_split, 1000),
-                                calibration=calibration_images(version), int8_path=int8_graph_path(version.artifact_sha256),
-                                candidates=settings.KYARA_RUNTIME_CANDIDATES, machine=machine_key(), time_refused=True)
-        record["where"] = f"bench, judged on the {guard_split} split"
-        model_version_runtime_record(version=version, key=record["key"], record=record)
+    record = model_version_runtime_choose(version, where="bench", again=True, time_refused=True,
+                                          guard_split=guard_split)
     model_alias_set(name="default", version=version, why="bench")
     splits = {split: sum(1 for item in items if item.split == split) for split in ("train", "val", "test")}
     return {"served": path, "sha256": version.artifact_sha256, "normalization": arch.normalization,
@@ -295,7 +284,7 @@ def print_candidates(record: dict) -> None:
     machine = record["machine"]
     print(f"\nRuntime candidates on {machine['cpu']} ({machine['cores']} cores, flags {' '.join(machine['flags'])}"
           f"{', GPUs ' + ', '.join(machine['gpus']) if machine['gpus'] else ', no GPU'}): forward ms of a batch "
-          f"(median), judged on {record['validation_images']} validation images (eager fp32 accuracy "
+          f"(median), judged on {record['validation_images']} {record['guard_split']} images (eager fp32 accuracy "
           f"{record['reference_accuracy']:.2%}); measured in {record['seconds']:.0f} s")
     for line in candidates_table(record):
         print("  " + line)

@@ -104,9 +104,10 @@ def _version_images(version: ModelVersion, split: str, limit: int) -> list[tuple
     return [(functools.partial(read_stored, name), label) for name, label in items]
 
 
-def guard_images(version: ModelVersion) -> list[tuple[object, int]]:
-    """The validation images a runtime is judged on (KYARA_RUNTIME_GUARD_IMAGES at most)."""
-    return _version_images(version, "val", settings.KYARA_RUNTIME_GUARD_IMAGES)
+def guard_images(version: ModelVersion, split: str = "val") -> list[tuple[object, int]]:
+    """The images a runtime is judged on (KYARA_RUNTIME_GUARD_IMAGES at most): the validation split, or
+    ``split`` where it is asked (a model refit on train + val has seen val)."""
+    return _version_images(version, split, settings.KYARA_RUNTIME_GUARD_IMAGES)
 
 
 def calibration_images(version: ModelVersion) -> list[object]:

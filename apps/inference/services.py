@@ -228,12 +228,12 @@ def _reference_predictor(version: ModelVersion):
 
 
 def model_version_runtime_choose(version, *, where: str = "first load", again: bool = False,
-                                 time_refused: bool = False) -> dict:
+                                 time_refused: bool = False, guard_split: str = "val") -> dict:
     """The runtime ``version`` (a ModelVersion or its id) serves with on this kind of machine, with the
     evidence: the record already on the row when there is one, else every candidate judged on the version's
-    validation images and timed now (``apps.ml.runtime_choice``), and the record stored under this machine's
-    key. ``again`` measures even when a record exists; ``time_refused`` times the refused candidates too
-    (the bench shows what a refusal costs). One process per machine measures at a time.
+    validation images (``guard_split``) and timed now (``apps.ml.runtime_choice``), and the record stored under
+    this machine's key. ``again`` measures even when a record exists; ``time_refused`` times the refused
+    candidates too (the bench shows what a refusal costs). One process per machine measures at a time.
     """
     if not isinstance(version, ModelVersion):
         version = ModelVersion.objects.get(pk=version)
@@ -248,12 +248,12 @@ def model_version_runtime_choose(version, *, where: str = "first load", again: b
             return {**record, "source": "recorded"}  # another process measured while this one waited
         from apps.ml.runtime_choice import choose_runtime
 
-        record = choose_runtime(_reference_predictor(version), guard=guard_images(version),
+        record = choose_runtime(_reference_predictor(version), guard=guard_images(version, guard_split),
                                 calibration=calibration_images(version),
                                 int8_path=int8_graph_path(version.artifact_sha256),
                                 candidates=settings.KYARA_RUNTIME_CANDIDATES, machine=(key, description),
                                 time_refused=time_refused)
-        record["where"] = where
+        record["where"], record["guard_split"] = where, guard_split
         logger.info("%s on %s: %s", version.name, description["cpu"], record["why"])
         model_version_runtime_record(version=version, key=key, record=record)
         return {**record, "source": "measured"}

@@ -166,8 +166,8 @@ def broken_copy(trained_artifacts):
     target.unlink(missing_ok=True)
 
 
-def store_dataset(characters, name: str = "colors-v1", *, train: int = 6, val: int = 12):
-    """A frozen dataset version of the three colour classes: ``train`` and ``val`` stored JPEGs per class
+def store_dataset(characters, name: str = "colors-v1", *, train: int = 6, val: int = 12, test: int = 0):
+    """A frozen dataset version of the three colour classes: ``train``, ``val`` and ``test`` stored JPEGs per class
     (seeds apart from the ones the model was fitted on), as a freeze leaves them."""
     import hashlib
 
@@ -178,7 +178,7 @@ def store_dataset(characters, name: str = "colors-v1", *, train: int = 6, val: i
 
     version = DatasetVersion.objects.create(name=name, content_hash=hashlib.sha256(name.encode()).hexdigest())
     for label in LABELS:
-        for split, count, base in (("train", train, 300), ("val", val, 500)):
+        for split, count, base in (("train", train, 300), ("val", val, 500), ("test", test, 700)):
             for seed in range(base, base + count):
                 data = class_image_bytes(label, seed)
                 sha = hashlib.sha256(data).hexdigest()

@@ -320,11 +320,30 @@ def test_choose_runtime_command_prints_the_candidates(characters, trained_artifa
     version.refresh_from_db()
     (record,) = version.runtime_choices.values()
     text = out.getvalue()
-    assert f"chosen: {record['why']}" in text and "36 validation images" in text
+    assert f"chosen: {record['why']}" in text and "36 val images" in text
     assert all(row["name"] in text for row in record["candidates"])
     out = StringIO()
     call_command("choose_runtime", "cmd-v1", "--json", stdout=out)  # recorded: printed, not measured again
     assert json.loads(out.getvalue())["measured_at"] == record["measured_at"]
+
+
+def test_a_model_refit_on_train_and_val_can_be_judged_on_test(characters, trained_artifacts):
+    """``--guard-split test``: the runtimes are judged on the test images (a refit model has seen val), and the
+    record says so."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    version = register(trained_artifacts.v1, "cmd-test", dataset_version=store_dataset(characters, "colors-t", test=5))
+    out = StringIO()
+    call_command("choose_runtime", "cmd-test", "--guard-split", "test", "--json", stdout=out)
+    record = json.loads(out.getvalue())
+    assert record["validation_images"] == 15 and record["guard_split"] == "test"
+    version.refresh_from_db()
+    assert version.runtime_choices[record["key"]]["guard_split"] == "test"
+    out = StringIO()
+    call_command("choose_runtime", "cmd-test", stdout=out)  # the recorded one, which says what it was judged on
+    assert "15 test images" in out.getvalue()
 
 
 def test_a_machine_that_lost_its_int8_graph_remakes_the_same_one_without_timing(characters, trained_artifacts):

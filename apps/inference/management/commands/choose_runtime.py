@@ -28,12 +28,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("model", help="an alias or a model version name")
         parser.add_argument("--again", action="store_true", help="measure even when this machine has a record")
+        parser.add_argument("--guard-split", default="val", choices=("val", "test"),
+                            help="judge the runtimes on this split of the version's dataset (default val; test for "
+                                 "a model refit on train + val, which has seen val)")
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the record as JSON")
 
-    def handle(self, *args, model, again, as_json, **options):
+    def handle(self, *args, model, again, guard_split, as_json, **options):
         try:
             version, _alias = model_resolve(model, fresh=True)
-            record = services.model_version_runtime_choose(version, where="command", again=again)
+            record = services.model_version_runtime_choose(version, where="command", again=again,
+                                                           guard_split=guard_split)
         except ServiceError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from None
         if as_json:
@@ -43,7 +47,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{version.name} on {machine['cpu']} ({machine['cores']} cores"
                           f"{', ' + ', '.join(machine['gpus']) if machine['gpus'] else ''}), measured "
                           f"{record.get('where', '')} {record['measured_at']} on {record['validation_images']} "
-                          "validation images")
+                          f"{record.get('guard_split', 'val')} images")
         for line in candidates_table(record):
             self.stdout.write("  " + line)
         self.stdout.write(self.style.SUCCESS(f"chosen: {record['why']}"))
