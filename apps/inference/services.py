@@ -252,8 +252,8 @@ def model_version_runtime_choose(version, *, where: str = "first load", again: b
                                 calibration=calibration_images(version),
                                 int8_path=int8_graph_path(version.artifact_sha256),
                                 candidates=settings.KYARA_RUNTIME_CANDIDATES, machine=(key, description),
-                                time_refused=time_refused)
-        record["where"], record["guard_split"] = where, guard_split
+                                time_refused=time_refused, guard_split=guard_split)
+        record["where"] = where
         logger.info("%s on %s: %s", version.name, description["cpu"], record["why"])
         model_version_runtime_record(version=version, key=key, record=record)
         return {**record, "source": "measured"}

@@ -98,9 +98,9 @@ def ensure_int8(predictor, calibration: Iterable[Blob], path: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def judge(reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int]) -> dict:
+def judge(reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int], split: str = "val") -> dict:
     """Top-1 agreement with the reference, both accuracies and whether the guard allows the candidate,
-    with the numbers in the reason when it does not."""
+    with the numbers in the reason when it does not (``split``: which images, for the reason)."""
     y = np.asarray(labels)
     count = len(y)
     ref_top, top = reference.argmax(1), candidate.argmax(1)
@@ -109,7 +109,7 @@ def judge(reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int]) -
     delta = accuracy - ref_accuracy
     problems = []
     if agreement < MIN_AGREEMENT:
-        problems.append(f"its top-1 agrees with eager fp32 on {agreement:.2%} of {count} validation images "
+        problems.append(f"its top-1 agrees with eager fp32 on {agreement:.2%} of {count} {split} images "
                         f"(at least {MIN_AGREEMENT:.0%} needed)")
     if abs(delta) > MAX_ACCURACY_DELTA + 1e-12:
         problems.append(f"its accuracy is {accuracy:.2%} against eager fp32's {ref_accuracy:.2%} "
@@ -117,7 +117,7 @@ def judge(reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int]) -
     return {"agreement": round(agreement, 6), "accuracy": round(accuracy, 6), "reference_accuracy": round(ref_accuracy, 6),
             "accuracy_delta_points": round(delta * 100, 3), "allowed": not problems,
             "reason": "refused: " + "; and ".join(problems) if problems else
-            f"top-1 agreement {agreement:.2%}, accuracy {delta * 100:+.2f} points on {count} validation images"}
+            f"top-1 agreement {agreement:.2%}, accuracy {delta * 100:+.2f} points on {count} {split} images"}
 
 
 def _time(candidates: dict, single: np.ndarray, batch: np.ndarray, rounds: int, seed: int = 0) -> dict:
@@ -158,11 +158,12 @@ def pick(allowed: Sequence[dict], *, reference_score: float) -> tuple[dict, str]
 
 def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibration: Sequence[Blob] = (),
                    int8_path: Path | None = None, candidates: Sequence[str] = CANDIDATES, rounds: int = 5,
-                   machine: tuple[str, dict] | None = None, time_refused: bool = False) -> dict:
+                   machine: tuple[str, dict] | None = None, time_refused: bool = False,
+                   guard_split: str = "val") -> dict:
     """Judge and time every candidate for ``predictor``'s model on this machine; the record says which one
     to serve with and why, with every candidate's figures (or the reason it was skipped or refused).
 
-    ``guard``: (file, label index) pairs of the version's validation images; ``calibration``: its training
+    ``guard``: (file, label index) pairs of the version's validation images (or of ``guard_split``); ``calibration``: its training
     images, for int8. ``predictor`` is any ``Predictor`` of the model (its threads are the serving threads).
     Refused candidates are timed too only with ``time_refused`` (the bench shows what a refusal costs).
     """
@@ -213,7 +214,7 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
     if guard_labels:
         reference = np.concatenate(outputs[REFERENCE])
         for name in list(outputs):
-            verdict = judge(reference, np.concatenate(outputs[name]), guard_labels)
+            verdict = judge(reference, np.concatenate(outputs[name]), guard_labels, guard_split)
             reference_accuracy = verdict.pop("reference_accuracy")
             allowed = verdict.pop("allowed")
             rows[name].update(status="allowed" if allowed else "refused", **verdict)
@@ -245,6 +246,7 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
         "key": key, "machine": description, "chosen": chosen["name"], "why": why,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "validation_images": len(guard_labels),
+        "guard_split": guard_split,
         "rejected_images": rejected, "reference_accuracy": reference_accuracy,
         "guard": {"min_agreement": MIN_AGREEMENT, "max_accuracy_delta_points": MAX_ACCURACY_DELTA * 100},
         "int8": int8, "candidates": [rows[name] for name in rows],

@@ -51,7 +51,7 @@ def test_judge_allows_agreement_and_refuses_with_the_numbers():
     flipped[:4] = np.roll(flipped[:4], 1, axis=1)  # 4 of 300 answers differ: 98.67% agreement, -1.33 points
     verdict = runtime_choice.judge(reference, flipped, labels)
     assert not verdict["allowed"]
-    assert "98.67% of 300 validation images" in verdict["reason"] and "-1.33 points" in verdict["reason"]
+    assert "98.67% of 300 val images" in verdict["reason"] and "-1.33 points" in verdict["reason"]
     one = reference.copy()
     one[:3] = np.roll(one[:3], 1, axis=1)  # 3 of 300: 99.0% agreement, -1.0 points: the accuracy bound refuses
     verdict = runtime_choice.judge(reference, one, labels)
@@ -175,7 +175,7 @@ def test_a_damaged_int8_model_is_refused_with_the_numbers_in_the_reason(predicto
             continue
         row = rows[name]
         assert row["status"] == "refused" and row["agreement"] < 0.99, row
-        assert f"{row['agreement']:.2%} of 24 validation images" in row["reason"]
+        assert f"{row['agreement']:.2%} of 24 val images" in row["reason"]
         assert f"{row['accuracy_delta_points']:+.2f} points" in row["reason"]
         assert row["ms_b1"] > 0  # timed all the same: the bench shows what a refusal costs
     assert record["chosen"] == "torch"
@@ -339,6 +339,8 @@ def test_a_model_refit_on_train_and_val_can_be_judged_on_test(characters, traine
     call_command("choose_runtime", "cmd-test", "--guard-split", "test", "--json", stdout=out)
     record = json.loads(out.getvalue())
     assert record["validation_images"] == 15 and record["guard_split"] == "test"
+    judged = [row["reason"] for row in record["candidates"] if row.get("agreement") is not None]
+    assert judged and all("15 test images" in reason for reason in judged)
     version.refresh_from_db()
     assert version.runtime_choices[record["key"]]["guard_split"] == "test"
     out = StringIO()
