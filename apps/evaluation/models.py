@@ -51,6 +51,7 @@ class EvaluationRun(Job):
         CLI = "cli"
         API = "api"
         ADMIN = "admin"
+        CYCLE = "cycle", "by an improvement cycle"
 
     model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.CASCADE, related_name="evaluations")
     dataset_version = models.ForeignKey("characters.DatasetVersion", on_delete=models.PROTECT,

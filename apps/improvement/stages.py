@@ -331,7 +331,7 @@ def _run_for(model: ModelVersion, version: DatasetVersion, cycle: Cycle) -> Eval
     if not DatasetItem.objects.filter(version=version, split="test").exists():
         return None
     return evaluation_run_create(model_version=model, dataset_version=version, split="test",
-                                 origin=EvaluationRun.Origin.API, requested_by=cycle.requested_by)
+                                 origin=EvaluationRun.Origin.CYCLE, requested_by=cycle.requested_by)
 
 
 def evaluate(cycle: Cycle, write: Writer) -> Step:

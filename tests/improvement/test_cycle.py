@@ -128,6 +128,7 @@ def test_a_cycle_end_to_end_with_cancel_resume_a_person_and_a_failed_step(
     assert all(run.status == EvaluationRun.Status.SUCCEEDED for run in runs.values())
     assert runs["evaluation"].model_version_id == job.model_version_id and runs["evaluation"].dataset_version == version
     assert runs["baseline_evaluation_previous"] == cycle_world["evaluation"]  # default on v0/test: reused
+    assert runs["evaluation_previous"].origin == runs["baseline_evaluation"].origin == "cycle"  # the cycle's own
     assert cycle.baseline_model == cycle_world["default"]
     splits = cycle.comparison["splits"]
     assert [s["split"] for s in splits] == ["new", "previous"] and cycle.comparison["margin"] == -1.0
