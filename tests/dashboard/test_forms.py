@@ -274,6 +274,51 @@ def test_a_big_zip_is_imported_by_the_worker_task(staff_client, imports_dir, set
     assert run_import_job(job.pk) == {"import": job.pk, "ran": False}  # a duplicate task changes nothing
 
 
+def test_a_running_import_stops_when_cancelled_keeps_what_it_imported_and_a_retry_adds_the_rest(
+        transactional_db, staff_client, imports_dir, settings):
+    """Cancel from the import's page while a worker imports: it stops after the file it is on (each file before it
+    whole, counted in the summary), the zip stays, and Retry imports the rest once."""
+    import threading
+    import time
+
+    from apps.characters.models import Image, ImportJob
+    from apps.characters.services.import_jobs import import_job_run
+
+    settings.KYARA_IMPORT_INLINE_MAX_BYTES = 1000  # queued for a worker (run here on a thread of its own)
+    settings.KYARA_JOB_POLL_SECONDS = 0.02
+    files = 150
+    staff_client.post(reverse("characters:imports"), {
+        "archive": SimpleUploadedFile("many.zip", zip_bytes(pictures({"s_c": files}))), "image_status": "approved"})
+    job = ImportJob.objects.get()
+    worker = threading.Thread(target=import_job_run, kwargs={"job_id": job.pk})
+    worker.start()
+    deadline = time.monotonic() + 60
+    while Image.objects.count() < 5 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    page = staff_client.post(reverse("characters:import_cancel", args=[job.pk]), follow=True).content.decode()
+    assert "cancel requested" in page
+    worker.join(timeout=120)
+    job.refresh_from_db()
+    imported = Image.objects.count()
+    assert (job.status, job.stop_reason, job.summary["stopped"]) == ("cancelled", "cancelled", True)
+    assert 5 <= imported < files and job.summary["new"] == imported
+    assert len(list(imports_dir.iterdir())) == 1  # the zip is kept for a retry
+    page = staff_client.get(reverse("characters:import_detail", args=[job.pk])).content.decode()
+    assert 'id="import-stopped"' in page and f'<div class="value" id="import-new">{imported}</div>' in page
+    assert 'id="import-retry"' in page and 'id="import-cancel"' not in page
+
+    staff_client.post(reverse("characters:import_retry", args=[job.pk]))
+    assert import_job_run(job_id=job.pk).status == "succeeded"
+    job.refresh_from_db()
+    assert Image.objects.count() == files and job.summary["new"] == files - imported
+    assert job.summary["exact_duplicates"] == imported and not job.summary["stopped"]
+    assert list(imports_dir.iterdir()) == []
+    # A finished import cannot be cancelled: the page says so and nothing changes.
+    page = staff_client.post(reverse("characters:import_cancel", args=[job.pk]), follow=True).content.decode()
+    assert "only queued or running jobs can be cancelled" in page
+    assert ImportJob.objects.get().status == "succeeded"
+
+
 def test_a_zip_over_the_limit_is_refused(staff_client, imports_dir, settings):
     from apps.characters.models import ImportJob
 

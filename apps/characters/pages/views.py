@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from apps.characters.models import ImportJob
 from apps.characters.selectors import latest_dataset_version, version_changes, version_summary
-from apps.characters.services.import_jobs import import_job_retry, import_job_start
+from apps.characters.services.import_jobs import import_job_cancel, import_job_retry, import_job_start
 from apps.characters.services.versions import LeakError, dataset_version_freeze, dataset_version_plan
 from apps.core.api import ServiceError
 from apps.core.limits import MULTIPART_SLACK_BYTES
@@ -107,3 +107,5 @@ def import_detail(request, pk: int):
 
 
 import_retry = job_action(import_job_retry, ImportJob, "characters:import_detail", "Import {pk} queued again.")
+import_cancel = job_action(import_job_cancel, ImportJob, "characters:import_detail",
+                           "Import {pk}: cancel requested (it stops after the file it is importing).")

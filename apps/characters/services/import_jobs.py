@@ -2,7 +2,7 @@
 
 The upload is checked before anything is kept (a readable zip whose entries all stay inside it), stored under
 ``KYARA_IMPORTS_DIR``, then imported: a small one within the request, a big one by a worker. The archive is
-removed once its import succeeded; a failed or lost import keeps it for a retry.
+removed once its import succeeded; a failed, cancelled or lost import keeps it for a retry.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from apps.core.api import ServiceError
-from apps.core.jobs import JobWatcher, job_claim, job_finish, job_requeue
+from apps.core.jobs import JobWatcher, job_cancel, job_claim, job_finish, job_requeue
 from apps.core.queue import enqueue
 
 from ..models import ImportJob
@@ -92,13 +92,18 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
             watcher.progress = done / max(job.files, 1)
 
         try:
-            summary = images_import(path=job.archive, status=job.image_status, progress=advance)
+            summary = images_import(path=job.archive, status=job.image_status, progress=advance,
+                                    stop=watcher.stop.is_set)
         except Exception as exc:  # noqa: BLE001 - the job records every failure
             message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ServiceError):
                 logger.exception("Import %s failed", job.pk)
             job_finish(job, status=ImportJob.Status.FAILED, error=message)
             return job
+    if summary.stopped:  # cancelled (or taken over: then job_finish writes nothing); the zip stays for a retry
+        job_finish(job, status=ImportJob.Status.CANCELLED, stop_reason="cancelled", summary=summary.as_dict(),
+                   progress=watcher.progress)
+        return job
     if job_finish(job, status=ImportJob.Status.SUCCEEDED, summary=summary.as_dict(), progress=1.0):
         Path(job.archive).unlink(missing_ok=True)
     return job
@@ -108,6 +113,12 @@ def _archive_kept(job: ImportJob) -> None:
     if not Path(job.archive).is_file():
         raise ServiceError("archive_gone", f"The zip of import {job.pk} is no longer on the server; upload it again.",
                            status_code=409)
+
+
+def import_job_cancel(*, job: ImportJob) -> ImportJob:
+    """Stop an import: a queued one ends at once, a running one after the file it is importing (what it
+    imported stays; the zip is kept, so a retry adds the rest)."""
+    return job_cancel(job)
 
 
 @transaction.atomic

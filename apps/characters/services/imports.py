@@ -36,9 +36,11 @@ class ImportSummary:
     folders: int = 0
     series_created: int = 0
     characters_created: int = 0
+    stopped: bool = False  # asked to stop before the last file: what came before it is imported
 
     def as_dict(self) -> dict:
         return {
+            "stopped": self.stopped,
             "new": self.new,
             "exact_duplicates": self.exact_duplicates,
             "near_duplicates": self.near_duplicates,
@@ -161,9 +163,11 @@ def count_entries(path: str | Path) -> int:
 
 
 def images_import(
-    *, path: str | Path, status: str | None = None, progress: Callable[[int], None] | None = None
+    *, path: str | Path, status: str | None = None, progress: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ImportSummary:
-    """Import every image under ``path`` (a folder or a .zip). Running it again adds nothing."""
+    """Import every image under ``path`` (a folder or a .zip). Running it again adds nothing. ``stop`` is asked
+    before each file: once it says yes, the import ends there (``stopped``), each file before it whole."""
     path = Path(path)
     summary = ImportSummary()
     entries = _entries(path)
@@ -181,6 +185,9 @@ def images_import(
     max_bytes = settings.KYARA_MAX_IMAGE_BYTES
     waiting: list[int] = []  # new images a person must review: the model's suggestions are asked for them
     for entry in entries:
+        if stop is not None and stop():
+            summary.stopped = True
+            break
         if PurePosixPath(entry.filename.lower()).suffix not in IMAGE_SUFFIXES:
             summary.skipped_files += 1
             if progress:
