@@ -228,31 +228,40 @@ def _reference_predictor(version: ModelVersion):
 
 
 def model_version_runtime_choose(version, *, where: str = "first load", again: bool = False,
-                                 time_refused: bool = False, guard_split: str = "val") -> dict:
+                                 time_refused: bool = False, guard_split: str | None = None) -> dict:
     """The runtime ``version`` (a ModelVersion or its id) serves with on this kind of machine, with the
     evidence: the record already on the row when there is one, else every candidate judged on the version's
-    validation images (``guard_split``) and timed now (``apps.ml.runtime_choice``), and the record stored under
-    this machine's key. ``again`` measures even when a record exists; ``time_refused`` times the refused
-    candidates too (the bench shows what a refusal costs). One process per machine measures at a time.
+    validation images and timed now (``apps.ml.runtime_choice``), and the record stored under this machine's
+    key. ``again`` measures even when a record exists; ``guard_split`` judges on that split instead (a record
+    judged on another split is measured again; None: the record whatever its split, val when measuring);
+    ``time_refused`` times the refused candidates too (the bench shows what a refusal costs). One process per
+    machine measures at a time.
     """
     if not isinstance(version, ModelVersion):
         version = ModelVersion.objects.get(pk=version)
     key, description = machine_key()
-    record = (version.runtime_choices or {}).get(key)
-    if record is not None and not again and _int8_in_place(version, record):
+
+    def recorded() -> dict | None:
+        record = (version.runtime_choices or {}).get(key)
+        if (record is None or again or guard_split not in (None, record.get("guard_split", "val"))
+                or not _int8_in_place(version, record)):
+            return None
         return {**record, "source": "recorded"}
+
+    if (record := recorded()) is not None:
+        return record
     with _machine_lock(Path(settings.CACHE_DIR) / "runtimes" / f"{version.artifact_sha256}-{key}.lock"):
         version.refresh_from_db(fields=["runtime_choices"])
-        record = (version.runtime_choices or {}).get(key)
-        if record is not None and not again and _int8_in_place(version, record):
-            return {**record, "source": "recorded"}  # another process measured while this one waited
+        if (record := recorded()) is not None:
+            return record  # another process measured while this one waited
         from apps.ml.runtime_choice import choose_runtime
 
-        record = choose_runtime(_reference_predictor(version), guard=guard_images(version, guard_split),
+        split = guard_split or "val"
+        record = choose_runtime(_reference_predictor(version), guard=guard_images(version, split),
                                 calibration=calibration_images(version),
                                 int8_path=int8_graph_path(version.artifact_sha256),
                                 candidates=settings.KYARA_RUNTIME_CANDIDATES, machine=(key, description),
-                                time_refused=time_refused, guard_split=guard_split)
+                                time_refused=time_refused, guard_split=split)
         record["where"] = where
         logger.info("%s on %s: %s", version.name, description["cpu"], record["why"])
         model_version_runtime_record(version=version, key=key, record=record)

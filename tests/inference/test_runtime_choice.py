@@ -346,6 +346,14 @@ def test_a_model_refit_on_train_and_val_can_be_judged_on_test(characters, traine
     out = StringIO()
     call_command("choose_runtime", "cmd-test", stdout=out)  # the recorded one, which says what it was judged on
     assert "15 test images" in out.getvalue()
+    before = runtime_choice.measurements
+    out = StringIO()
+    call_command("choose_runtime", "cmd-test", "--guard-split", "val", "--json", stdout=out)  # another split: again
+    record = json.loads(out.getvalue())
+    assert runtime_choice.measurements == before + 1 and record["source"] == "measured"
+    assert record["validation_images"] == 36 and record["guard_split"] == "val"
+    call_command("choose_runtime", "cmd-test", "--guard-split", "val", stdout=StringIO())  # the same split: recorded
+    assert runtime_choice.measurements == before + 1
 
 
 def test_a_machine_that_lost_its_int8_graph_remakes_the_same_one_without_timing(characters, trained_artifacts):

@@ -28,9 +28,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("model", help="an alias or a model version name")
         parser.add_argument("--again", action="store_true", help="measure even when this machine has a record")
-        parser.add_argument("--guard-split", default="val", choices=("val", "test"),
-                            help="judge the runtimes on this split of the version's dataset (default val; test for "
-                                 "a model refit on train + val, which has seen val)")
+        parser.add_argument("--guard-split", choices=("val", "test"),
+                            help="judge the runtimes on this split of the version's dataset (test for a model refit "
+                                 "on train + val, which has seen val); a record judged on another split is measured "
+                                 "again. Default: the record as it is, val when measuring")
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the record as JSON")
 
     def handle(self, *args, model, again, guard_split, as_json, **options):
