@@ -319,6 +319,34 @@ def test_a_running_import_stops_when_cancelled_keeps_what_it_imported_and_a_retr
     assert ImportJob.objects.get().status == "succeeded"
 
 
+def test_an_import_cancelled_before_its_first_file_ends_cancelled_with_nothing_imported(
+        transactional_db, staff_client, imports_dir, settings):
+    """Cancelled while it is still creating the zip's 300 characters: it stops before the first file and ends
+    cancelled at progress 0 (no progress was reported yet), nothing imported, the zip kept."""
+    import threading
+    import time
+
+    from apps.characters.models import Image, ImportJob
+    from apps.characters.services.import_jobs import import_job_cancel, import_job_run
+
+    settings.KYARA_IMPORT_INLINE_MAX_BYTES = 1000
+    settings.KYARA_JOB_POLL_SECONDS = 0.01
+    staff_client.post(reverse("characters:imports"), {
+        "archive": SimpleUploadedFile("wide.zip", zip_bytes(pictures({f"s_c{i}": 1 for i in range(300)}))),
+        "image_status": "approved"})
+    job = ImportJob.objects.get()
+    worker = threading.Thread(target=import_job_run, kwargs={"job_id": job.pk})
+    worker.start()
+    deadline = time.monotonic() + 60
+    while ImportJob.objects.get().status != "running" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    import_job_cancel(job=job)
+    worker.join(timeout=120)
+    job.refresh_from_db()
+    assert (job.status, job.summary["stopped"], job.summary["new"], job.progress) == ("cancelled", True, 0, 0.0)
+    assert not Image.objects.exists() and len(list(imports_dir.iterdir())) == 1
+
+
 def test_a_zip_over_the_limit_is_refused(staff_client, imports_dir, settings):
     from apps.characters.models import ImportJob
 

@@ -102,7 +102,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
             return job
     if summary.stopped:  # cancelled (or taken over: then job_finish writes nothing); the zip stays for a retry
         job_finish(job, status=ImportJob.Status.CANCELLED, stop_reason="cancelled", summary=summary.as_dict(),
-                   progress=watcher.progress)
+                   progress=watcher.progress or 0.0)  # None when it stopped before the first file
         return job
     if job_finish(job, status=ImportJob.Status.SUCCEEDED, summary=summary.as_dict(), progress=1.0):
         Path(job.archive).unlink(missing_ok=True)
