@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Self
 from django.conf import settings
 
 from apps.characters.models import Image
+from apps.characters.services.curation import curation_changed
 from apps.characters.services.ingest import IngestResult, NearDuplicatePolicy
 from apps.core.queue import enqueue
 from apps.core.registry import Registry
@@ -297,18 +298,23 @@ class Suggest(AfterIngest):
         self.batch = batch
         self.pending: list[int] = []
         self.enqueued: list[list[int]] = []
+        self.approved = False  # images stored approved (the approve step): the galleries take them in
 
     @classmethod
     def build(cls, job: CrawlJob, source: Source) -> Self:
         return cls(job.auto_approve_min_confidence)
 
     def stored(self, image: Image) -> None:
+        self.approved = self.approved or image.status == Image.Status.APPROVED
         if image.status == Image.Status.PENDING:
             self.pending.append(image.pk)
             if len(self.pending) >= self.batch:
                 self.finish()
 
     def finish(self) -> None:
+        if self.approved:
+            self.approved = False
+            curation_changed()
         if not self.pending:
             return
         ids, self.pending = self.pending, []

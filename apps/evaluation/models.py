@@ -73,6 +73,8 @@ class EvaluationRun(Job):
     macro_recall = models.FloatField(null=True, blank=True)
     macro_f1 = models.FloatField(null=True, blank=True)
     ece = models.FloatField(null=True, blank=True, help_text="Expected calibration error of the top-1 confidence")
+    ece_uncalibrated = models.FloatField(null=True, blank=True,
+                                         help_text="ECE of the same answers before the temperature (T = 1)")
     suggested_threshold = models.FloatField(null=True, blank=True, help_text="Open-set threshold chosen on val")
 
     # Serving speed, measured through the inference app's predictor
@@ -87,6 +89,8 @@ class EvaluationRun(Job):
     confusion_matrix = models.JSONField(default=list, blank=True)
     confused_pairs = models.JSONField(default=list, blank=True)
     reliability = models.JSONField(default=list, blank=True)
+    calibration = models.JSONField(default=dict, blank=True, help_text=(
+        "The temperature served and how it was fitted, and the reliability bins before it (reliability_uncalibrated)"))
     threshold = models.JSONField(default=dict, blank=True, help_text="How the suggested threshold was chosen")
     speed = models.JSONField(default=dict, blank=True)
     leak_report = models.JSONField(default=dict, blank=True)
@@ -133,6 +137,9 @@ class CharacterResult(models.Model):
     mistaken_for = models.CharField(max_length=200, blank=True, help_text="Label most often given instead")
     mistaken_count = models.PositiveIntegerField(default=0)
     in_model = models.BooleanField(default=True, help_text="The model has this class")
+    source = models.CharField(max_length=10, blank=True, help_text=(
+        "Who answers for it: classifier (a class of the model), gallery (its approved images' embeddings), "
+        "or empty (nobody: it counts as unknown)"))
     in_split = models.BooleanField(default=True, help_text="The evaluated split holds images of it")
     low_support = models.BooleanField(default=False, help_text="Too few images to tier (KYARA_EVAL_MIN_SUPPORT)")
     tier = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Priority of the matching tier rule")

@@ -25,8 +25,10 @@ from apps.characters.phash import near_pairs
 from apps.core.api import ServiceError
 from apps.core.jobs import JobWatcher, job_claim, job_finish
 from apps.core.queue import enqueue
+from apps.inference.gallery import answer_many
 from apps.inference.models import ModelVersion
 from apps.inference.services import model_alias_set, model_version_metrics_record, model_version_threshold_set
+from apps.ml import calibration as calibration_math
 from apps.ml import metrics
 
 from .label_issues import find_label_issues
@@ -124,10 +126,12 @@ class _SplitRows:
 @dataclass
 class _Predictions:
     kept: list[int]  # indexes (into the split rows) of the images that were predicted
-    probabilities: np.ndarray  # len(kept) × model classes
+    probabilities: np.ndarray  # len(kept) × answers (the classifier's classes, then the gallery's characters)
     rejected: list[dict]
     seconds: float  # decode + forward, file reads excluded
     latencies_ms: list[float]
+    labels: list[str]  # the answers' labels, in column order
+    sources: list[str]  # per column: classifier or gallery
 
 
 def _read(name: str) -> bytes:
@@ -135,10 +139,12 @@ def _read(name: str) -> bytes:
         return handle.read()
 
 
-def _predict(predictor, files: list[str], *, batch_size: int, latency_images: int) -> _Predictions:
-    """Probabilities for every file through the serving path (``Predictor.predict_many``, in batches like
-    ``/predict_batch``); then the first ``latency_images`` again one by one, like ``/predict``."""
-    done = predictor.predict_many((_read(name) for name in files), batch_size=batch_size)
+def _predict(loaded, version: ModelVersion, files: list[str], *, batch_size: int, latency_images: int) -> _Predictions:
+    """Probabilities for every file through the serving path (``answer_many``: the predictor in batches like
+    ``/predict_batch``, the gallery's characters on the same scale); then the first ``latency_images`` again one
+    by one, like ``/predict``."""
+    predictor = loaded.predictor
+    done = answer_many(loaded, version, (_read(name) for name in files), batch_size=batch_size)
     rejected = [{"file": files[i], "reason": exc.reason, "message": exc.message} for i, exc in done.rejected]
     latencies = []
     for i in done.kept[:max(0, latency_images)]:
@@ -146,7 +152,7 @@ def _predict(predictor, files: list[str], *, batch_size: int, latency_images: in
         began = time.perf_counter()
         predictor.predict([data])
         latencies.append((time.perf_counter() - began) * 1000)
-    return _Predictions(done.kept, done.probabilities, rejected, done.seconds, latencies)
+    return _Predictions(done.kept, done.probabilities, rejected, done.seconds, latencies, done.labels, done.sources)
 
 
 def _device() -> str:
@@ -224,8 +230,9 @@ def _threshold(run: EvaluationRun, loaded, evaluated_conf, evaluated_correct) ->
         if not val.files:
             return {"reference": f"{reference.name}/val", "threshold": None,
                     "why": "that split is empty: no threshold suggested"}
-        done = _predict(loaded.predictor, val.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE, latency_images=0)
-        index = {label: i for i, label in enumerate(loaded.predictor.labels)}
+        done = _predict(loaded, run.model_version, val.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE,
+                        latency_images=0)
+        index = {label: i for i, label in enumerate(done.labels)}
         truth = np.array([index.get(val.slugs[i], -1) for i in done.kept])
         correct = done.probabilities.argmax(axis=1) == truth if len(truth) else np.zeros(0, dtype=bool)
         confidence = done.probabilities.max(axis=1) if len(truth) else np.zeros(0)
@@ -266,20 +273,21 @@ def _execute(run: EvaluationRun) -> None:
 
     loaded = predictor_cache.get(run.model_version)  # ServiceError (503) with the reason when it cannot serve
     predictor = loaded.predictor
-    rows, done = _predict_split(run, predictor)
-    measured = _measure(rows, done, predictor.labels)
+    rows, done = _predict_split(run, loaded)
+    measured = _measure(rows, done, done.labels)
     reference = run.model_version.dataset_version or run.dataset_version
     leaks = _leak_stage(run, reference, rows, done, measured)
     threshold = _threshold_stage(run, loaded, measured)
+    calibration = _calibration_stage(run, predictor, done, measured)
     speed = _speed(done, predictor)
-    notes = _notes(run, reference, measured.labels, predictor.labels, rows, done, leaks)
-    results = _character_rows(run, measured, predictor.labels)
-    issues = _label_issue_stage(run, rows, done, predictor.labels)
+    notes = _notes(run, reference, measured.labels, done.labels, rows, done, leaks)
+    results = _character_rows(run, measured, predictor.labels, dict(zip(done.labels, done.sources, strict=True)))
+    issues = _label_issue_stage(run, rows, done, done.labels)
     if issues:
         notes.append(f"{len(issues)} {run.split} image(s) carry a label the model confidently contradicts "
                      "(label_issues): review them.")
     if _record(run, measured=measured, leaks=leaks, threshold=threshold, speed=speed, notes=notes,
-               results=results, label_issues=issues):
+               results=results, label_issues=issues, calibration=calibration):
         _version_metrics_record(run.pk)
 
 
@@ -292,12 +300,12 @@ class _Measured:
     correct: np.ndarray  # per kept image: top-1 right
 
 
-def _predict_split(run: EvaluationRun, predictor) -> tuple[_SplitRows, _Predictions]:
+def _predict_split(run: EvaluationRun, loaded) -> tuple[_SplitRows, _Predictions]:
     """Stage 1: every image of the evaluated split through the serving predictor."""
     rows = _SplitRows.load(run.dataset_version, run.split)
     if not rows.files:
         raise ServiceError("empty_split", f"{run.dataset_version.name} has no {run.split} images.")
-    done = _predict(predictor, rows.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE,
+    done = _predict(loaded, run.model_version, rows.files, batch_size=settings.KYARA_EVAL_BATCH_SIZE,
                     latency_images=settings.KYARA_EVAL_LATENCY_IMAGES)
     if not done.kept:
         raise ServiceError("nothing_predicted", f"None of the {len(rows.files)} images could be decoded; "
@@ -336,6 +344,17 @@ def _threshold_stage(run: EvaluationRun, loaded, measured: _Measured) -> dict:
     return threshold
 
 
+def _calibration_stage(run: EvaluationRun, predictor, done: _Predictions, measured: _Measured) -> dict:
+    """Stage 4b: the same answers before the temperature (``softmax(T · log p)`` undoes it exactly), so the page
+    shows ECE and the reliability diagram before and after calibration."""
+    temperature = predictor.temperature
+    raw = calibration_math.softmax(calibration_math.logits_of(done.probabilities), 1.0 / temperature)
+    ece, reliability = metrics.calibration(raw.max(axis=1), measured.correct,
+                                           bins=settings.KYARA_EVAL_CALIBRATION_BINS)
+    return {"temperature": temperature, "fitted": dict(run.model_version.calibration or {}),
+            "ece_uncalibrated": ece, "reliability_uncalibrated": reliability}
+
+
 def _speed(done: _Predictions, predictor) -> dict:
     batched = done.seconds and len(done.kept) / done.seconds
     return {"batch_size": settings.KYARA_EVAL_BATCH_SIZE, "batched_images_per_second": batched,
@@ -344,7 +363,7 @@ def _speed(done: _Predictions, predictor) -> dict:
             "what": "decode + preprocess + forward from the image bytes, as /predict; file reads excluded"}
 
 
-def _character_rows(run: EvaluationRun, measured: _Measured, model_labels) -> list[CharacterResult]:
+def _character_rows(run: EvaluationRun, measured: _Measured, model_labels, sources: dict[str, str]) -> list[CharacterResult]:
     """Stage 5: one row per character of the class space, tiered by the rules (low support: provisional)."""
     labels = measured.labels
     characters = {c.slug: c for c in Character.objects.filter(slug__in=labels)}
@@ -360,7 +379,7 @@ def _character_rows(run: EvaluationRun, measured: _Measured, model_labels) -> li
             predicted=row["predicted"], correct=row["correct"], accuracy=row["accuracy"],
             precision=row["precision"], recall=row["recall"], f1=row["f1"],
             mistaken_for=labels[mistaken] if mistaken is not None else "", mistaken_count=row["mistaken_count"],
-            in_model=label in model_labels, in_split=row["support"] > 0, low_support=low,
+            in_model=label in model_labels, source=sources.get(label, ""), in_split=row["support"] > 0, low_support=low,
             tier=None if low or rule is None else rule.priority, tier_name="" if low or rule is None else rule.name,
             provisional_tier=rule.priority if rule else None, target=rule.images if rule else 0,
         ))
@@ -385,7 +404,7 @@ def _label_issue_stage(run: EvaluationRun, rows: _SplitRows, done: _Predictions,
 
 
 def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: dict, speed: dict, notes: list[str],
-            results: list[CharacterResult], label_issues: list[dict]) -> bool:
+            results: list[CharacterResult], label_issues: list[dict], calibration: dict) -> bool:
     """Stage 7: the run's numbers and rows in one transaction, only while this process holds the run."""
     labels, result, single = measured.labels, measured.result, speed["single"]
     pairs = [{"true": labels[p["true"]], "predicted": labels[p["predicted"]], "count": p["count"],
@@ -396,6 +415,7 @@ def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: 
             images=result["images"], top1=result["top1"], top5=result["top5"],
             mean_per_class_accuracy=result["mean_per_class_accuracy"], macro_precision=result["macro_precision"],
             macro_recall=result["macro_recall"], macro_f1=result["macro_f1"], ece=result["ece"],
+            ece_uncalibrated=calibration["ece_uncalibrated"], calibration=calibration,
             suggested_threshold=threshold.get("threshold"), latency_p50_ms=single["p50_ms"],
             latency_p95_ms=single["p95_ms"], images_per_second=speed["batched_images_per_second"] or None,
             device=_device(), backend=speed["backend"], labels=labels, confusion_matrix=result["confusion_matrix"],
@@ -420,6 +440,10 @@ def _notes(run, reference, labels, model_labels, rows, done, leaks) -> list[str]
     if unknown:
         notes.append(f"{len(unknown)} character(s) of the split are unknown to the model and count as wrong: "
                      f"{', '.join(unknown[:20])}{' …' if len(unknown) > 20 else ''}.")
+    gallery = [label for label, source in zip(done.labels, done.sources, strict=True) if source == "gallery"]
+    if gallery:
+        notes.append(f"{len(gallery)} character(s) have no class in the model and are answered from their approved "
+                     f"images (the gallery): {', '.join(gallery[:20])}{' …' if len(gallery) > 20 else ''}.")
     absent = sorted(set(model_labels) - set(rows.slugs))
     if absent:
         notes.append(f"{len(absent)} class(es) of the model have no {run.split} images (support 0, not tiered): "

@@ -88,7 +88,7 @@ def machine_key() -> tuple[str, dict]:
 
 
 def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime: dict | None = None,
-                           warm: bool = True) -> Predictor:
+                           warm: bool = True, temperature: float | None = None) -> Predictor:
     """An artifact loaded exactly as the server loads it (threads, limits, micro-batching from the settings).
 
     ``runtime``: the version's record for this machine (``runtime_choices[key]``): the chosen runtime, and
@@ -96,6 +96,7 @@ def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime:
     registered yet, as the training runner measures a new model's test accuracy) the runtime is
     ``KYARA_INFERENCE_BACKEND``: ``auto`` is fp32 (ONNX Runtime, else eager PyTorch), the model's own
     answers; a reduced-precision choice is only ever made with the guard's evidence.
+    ``temperature``: the registry's calibration (else the artifact's own).
     """
     from apps.ml.runtime import load_predictor
 
@@ -105,7 +106,7 @@ def load_serving_predictor(path, *, expected_sha256: str | None = None, runtime:
     int8_path = int8_graph_path(expected_sha256) if expected_sha256 and backend.endswith("-int8") else None
     predictor = load_predictor(path, expected_sha256=expected_sha256, backend=backend, int8_path=int8_path,
                                warm_sizes=(settings.KYARA_PREDICT_BATCH_MAX, settings.KYARA_EVAL_BATCH_SIZE),
-                               warm=warm, **serving_options())
+                               warm=warm, temperature=temperature, **serving_options())
     if runtime:
         predictor.info["runtime"] = {"chosen": runtime["chosen"], "key": runtime.get("key"),
                                      "measured_at": runtime.get("measured_at"), "source": runtime.get("source")}
@@ -138,8 +139,9 @@ class PredictorCache:
 
     @staticmethod
     def key(version: ModelVersion) -> tuple:
-        # The sha and the path are part of the key: a re-registered artifact never reuses a stale model.
-        return (version.pk, version.artifact_sha256, version.artifact)
+        # The sha and the path are part of the key: a re-registered artifact never reuses a stale model; so is
+        # the temperature: a version calibrated again answers with the new one in every process.
+        return (version.pk, version.artifact_sha256, version.artifact, version.temperature)
 
     def peek(self, version: ModelVersion) -> LoadedModel | None:
         with self._lock:
@@ -193,7 +195,7 @@ class PredictorCache:
 
         try:
             predictor = load_serving_predictor(version.artifact_path, expected_sha256=version.artifact_sha256,
-                                               runtime=self._runtime(version))
+                                               runtime=self._runtime(version), temperature=version.temperature)
             if list(predictor.labels) != list(version.labels):
                 raise ArtifactError(f"the artifact's {len(predictor.labels)} labels differ from the registry's "
                                     f"{len(version.labels)}; re-register the artifact.")

@@ -28,6 +28,10 @@ class ModelVersion(TimeStampedModel):
     training_job_id = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
     # Open-set answer: below this top-1 probability the prediction says "unknown" (evaluation suggests one).
     confidence_threshold = models.FloatField(null=True, blank=True)
+    # The temperature its probabilities are divided by, and the evidence: {"temperature", "split", "images",
+    # "nll_before", "nll_after", "ece_before", "ece_after", "fitted_by", ...} (apps.ml.calibration). Empty: the
+    # artifact's own (1.0 for an artifact made before calibration existed).
+    calibration = models.JSONField(default=dict, blank=True)
     notes = models.TextField(blank=True)
     # Which runtime serves this version on each kind of machine, and the evidence: machine fingerprint key →
     # {"chosen", "why", "machine", "measured_at", "candidates": [{name, status, reason, ms_b1, ms_b10,
@@ -40,6 +44,12 @@ class ModelVersion(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def temperature(self) -> float | None:
+        """The registry's temperature, ``None`` when it has none (the artifact's own then serves)."""
+        value = (self.calibration or {}).get("temperature")
+        return float(value) if value else None
 
     @property
     def artifact_path(self):
@@ -100,3 +110,44 @@ class AliasChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias}: {self.from_version or '∅'} → {self.to_version} ({self.kind})"
+
+
+class ImageEmbedding(models.Model):
+    """One image's embedding by one model version: the L2-normalised pooled features its serving graph returns
+    with the logits (apps.ml.heads), stored as float16. Written by the suggestion task (the same forward) and by
+    the gallery refresh for approved images that have none; read by the gallery and the suspect-label search."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("characters.Image", on_delete=models.CASCADE, related_name="embeddings")
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "image"], name="one_embedding_per_version_image")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} by {self.version_id}"
+
+
+class Gallery(models.Model):
+    """What a model version answers from embeddings: the prototype (normalised mean embedding) of every character
+    with approved images, classes of the model and others alike; the others are its gallery characters. Rebuilt
+    by a worker (``apps.inference.tasks.gallery_refresh``) when curation changes; every serving process reloads
+    it when ``generation`` moves."""
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="gallery", primary_key=True)
+    labels = models.JSONField(default=list, help_text="Character slugs, in the prototypes' row order")
+    counts = models.JSONField(default=list, help_text="Approved images per prototype")
+    prototypes = models.BinaryField(default=bytes, help_text="len(labels) × dim float16")
+    dim = models.PositiveIntegerField(default=0)
+    mean = models.BinaryField(default=bytes, help_text="dim float32: the centre embeddings are taken from")
+    fingerprint = models.CharField(max_length=120, blank=True, help_text="The curation state it was built from")
+    generation = models.PositiveIntegerField(default=0)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        verbose_name_plural = "galleries"
+
+    def __str__(self) -> str:
+        return f"gallery of {self.version_id} ({len(self.labels)} characters, generation {self.generation})"

@@ -115,6 +115,12 @@ def calibration_images(version: ModelVersion) -> list[object]:
     return [read for read, _ in _version_images(version, "train", settings.KYARA_RUNTIME_CALIBRATION_IMAGES)]
 
 
+def temperature_images(version: ModelVersion, split: str, limit: int | None = None) -> list[tuple[object, int]]:
+    """(reader, label index) of ``split``'s images of the version's classes a temperature is fitted on
+    (KYARA_CALIBRATION_IMAGES at most, spread over the split)."""
+    return _version_images(version, split, limit or settings.KYARA_CALIBRATION_IMAGES)
+
+
 def metrics_summary(metrics: dict) -> dict:
     """The scalar, top-level metrics (accuracy, mean per-class accuracy...), not per-class tables."""
     return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}

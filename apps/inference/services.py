@@ -12,11 +12,13 @@ from django.db import transaction
 
 from apps.core.api import ServiceError
 from apps.core.queue import enqueue
+from apps.ml.calibration import logits_of, temperature_report
 from apps.ml.digests import file_sha256
+from apps.ml.gallery import fit_mapping_on
 
 from .loading import int8_graph_path, machine_key, predictor_cache, serving_options
 from .models import AliasChange, ModelAlias, ModelAvailability, ModelVersion
-from .selectors import calibration_images, guard_images, model_resolve
+from .selectors import calibration_images, guard_images, model_resolve, temperature_images
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ def model_version_register(
     dataset_version=None,
     training_job_id: int | None = None,
     notes: str = "",
+    calibration: dict | None = None,
 ) -> ModelVersion:
     """Register a serving artifact (which must live under KYARA_DATA_DIR/artifacts) as a model version."""
     artifact = Path(artifact).resolve()
@@ -63,6 +66,7 @@ def model_version_register(
         dataset_version=dataset_version,
         training_job_id=training_job_id,
         notes=notes,
+        calibration=dict(calibration or {}),
     )
     if settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER:  # the serving runtime, measured by a worker (its machine)
         transaction.on_commit(lambda: enqueue("apps.inference.tasks.model_version_runtime_choose", version.pk,
@@ -81,6 +85,36 @@ def model_version_threshold_set(*, version_id: int, threshold: float, overwrite:
     version.confidence_threshold = threshold
     version.save(update_fields=["confidence_threshold", "updated_at"])
     return True
+
+
+def model_version_calibrate(*, version: ModelVersion, split: str = "val", images: int | None = None) -> dict:
+    """Fit the version's temperature on ``split`` of its dataset version, through the serving path (the
+    predictor's raw probabilities), and store it with the evidence. The refit recipe has trained on val, so
+    a refit model can only be calibrated on a split it did not see (``test``, which spends it: say so)."""
+
+    seen = {"train"} | ({"val"} if (version.calibration or {}).get("inherited_by_refit") else set())
+    if split in seen:
+        raise ServiceError("seen_split", f"{version.name} trained on its {split} images; a temperature must be "
+                           "fitted on images it did not train on (use --split test, or val for a model that "
+                           "was not refit).", field="split")
+    pairs = temperature_images(version, split, images)
+    if not pairs:
+        raise ServiceError("no_images", f"{version.name} has no {split} images of its classes to calibrate on.",
+                           field="split")
+    predictor = predictor_cache.get(version).predictor
+    done = predictor.predict_many((read() for read, _ in pairs), batch_size=settings.KYARA_EVAL_BATCH_SIZE, raw=True)
+    labels = [pairs[i][1] for i in done.kept]
+    report = temperature_report(logits_of(done.probabilities), labels, split=split,
+                                bins=settings.KYARA_EVAL_CALIBRATION_BINS)
+    mapping = fit_mapping_on(predictor, temperature_images(version, "train"), pairs, temperature=report["temperature"],
+                             batch_size=settings.KYARA_EVAL_BATCH_SIZE)
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        before = locked.calibration or {}
+        locked.calibration = {**report, "fitted_by": "calibrate", "previous": before.get("temperature"),
+                              "inherited_by_refit": before.get("inherited_by_refit", False), "gallery": mapping}
+        locked.save(update_fields=["calibration", "updated_at"])
+    return locked.calibration
 
 
 @transaction.atomic

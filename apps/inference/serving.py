@@ -1,5 +1,7 @@
 """Serving predict requests: uploads in, top-k characters out, through the result cache and the loaded model
-(``loading``); a batch request is one forward at its size. What /predict and /predict_batch call."""
+(``loading``); a batch request is one forward at its size, which gives the classifier's calibrated
+probabilities and the embeddings the gallery's characters are answered from (``gallery``). Every prediction
+says its ``source``: ``classifier`` or ``gallery``. What /predict and /predict_batch call."""
 from __future__ import annotations
 
 import hashlib
@@ -7,12 +9,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 
 from apps.core.api import ServiceError
 from apps.ml.images import ImageRejected as InputRejected  # no torch: the runtime loads with a model
 
+from .gallery import GalleryView, answer_space, gallery_cache
 from .loading import alias_watcher, predictor_cache
 from .models import ModelVersion
 from .selectors import model_resolve
@@ -42,11 +46,12 @@ def top_k_parse(raw) -> int:
     return value
 
 
-def result_cache_key(version: ModelVersion, image_sha256: str, top_k: int) -> str:
+def result_cache_key(version: ModelVersion, image_sha256: str, top_k: int, gallery_generation: int = 0) -> str:
     # The artifact's sha is in the key too: a version whose file was replaced never serves old answers;
-    # so is the open-set threshold, which decides the "unknown" flag stored with the answer.
+    # so are the open-set threshold, which decides the "unknown" flag stored with the answer, the temperature,
+    # and the gallery's generation (a character approved since is one more possible answer).
     return (f"kyara:predict:v{version.pk}:{version.artifact_sha256[:16]}:{image_sha256}:k{top_k}"
-            f":t{version.confidence_threshold}")
+            f":t{version.confidence_threshold}:T{version.temperature}:g{gallery_generation}")
 
 
 def _reject(index: int, upload: Upload, exc: InputRejected, batch: bool) -> ServiceError:
@@ -55,14 +60,19 @@ def _reject(index: int, upload: Upload, exc: InputRejected, batch: bool) -> Serv
                         **({"index": index, "filename": upload.name} if batch else {"filename": upload.name}))
 
 
-def _answer(loaded, version: ModelVersion, probabilities, top_k: int) -> dict:
-    top = loaded.predictor.top_k(probabilities, top_k)
+def _answer(loaded, view: GalleryView, version: ModelVersion, probabilities, top_k: int, labels: list[str],
+            sources: list[str]) -> dict:
+    k = max(1, min(top_k, len(labels)))
+    order = np.argsort(-probabilities, kind="stable")[:k]
     threshold = version.confidence_threshold
-    unknown = threshold is not None and top[0][1] < threshold
-    predictions = [{**loaded.characters.get(slug, {"slug": slug, "name": slug, "series": None}),
-                    "probability": round(prob, 6)} for slug, prob in top]
-    return {"label": "unknown" if unknown else top[0][0], "unknown": unknown, "threshold": threshold,
-            "predictions": predictions}
+    unknown = threshold is not None and float(probabilities[order[0]]) < threshold
+    predictions = []
+    for i in order:
+        slug = labels[i]
+        info = loaded.characters.get(slug) or view.characters.get(slug) or {"slug": slug, "name": slug, "series": None}
+        predictions.append({**info, "probability": round(float(probabilities[i]), 6), "source": sources[i]})
+    return {"label": "unknown" if unknown else predictions[0]["slug"], "unknown": unknown, "threshold": threshold,
+            "source": None if unknown else predictions[0]["source"], "predictions": predictions}
 
 
 def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: bool = False,
@@ -77,8 +87,9 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
     alias_watcher.ensure_started()
     version, alias = model_resolve(model, versions_allowed=versions_allowed)
     k = top_k_parse(top_k)
+    view = gallery_cache.get(version)
     shas = [upload.sha256 for upload in uploads]
-    keys = [result_cache_key(version, sha, k) for sha in shas]
+    keys = [result_cache_key(version, sha, k, view.generation) for sha in shas]
     hits = cache.get_many(keys)
     lookup_ms = round((time.perf_counter() - started) * 1000, 3)
     results: list[dict | None] = [None] * len(uploads)
@@ -99,11 +110,13 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
         except InputRejected as exc:
             index = missing[getattr(exc, "index", 0)]
             raise _reject(index, uploads[index], exc, batch) from None
-        probabilities = predictor.probabilities(predictor.normalize(crops))
+        probabilities, embeddings = predictor.infer(predictor.normalize(crops))
+        probabilities = view.extend(probabilities, embeddings)
+        labels, sources = answer_space(predictor, view)
         per_image_ms = round((time.perf_counter() - began) * 1000 / len(missing), 3)
         fresh = {}
         for row, i in enumerate(missing):
-            answer = _answer(loaded, version, probabilities[row], k)
+            answer = _answer(loaded, view, version, probabilities[row], k, labels, sources)
             fresh[keys[i]] = answer
             results[i] = {**answer, "cached": False, "time_ms": per_image_ms}
         cache.set_many(fresh, timeout=settings.RESULT_CACHE_TTL)
@@ -112,7 +125,7 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
     loaded_now = predictor_cache.peek(version)
     return {
         "model": {"version": version.name, "alias": alias, "requested": model or "default",
-                  "architecture": version.architecture,
+                  "architecture": version.architecture, "gallery_characters": len(view.labels),
                   "backend": backend or (loaded_now.predictor.backend_name if loaded_now else None)},
         "results": results,
         "time_ms": round((time.perf_counter() - started) * 1000, 3),

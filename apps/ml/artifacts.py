@@ -2,7 +2,7 @@
 
 {"format": "kyara-model/1", "architecture": str, "num_classes": int, "labels": [slug, ...],
  "input_size": int, "normalization": {"mean": [...], "std": [...]}, "state_dict": {...},
- "metrics": {...}}
+ "metrics": {...}, "calibration": {"temperature": T, ...} | None}
 """
 from __future__ import annotations
 
@@ -28,11 +28,16 @@ class ServingMeta:
     input_size: int
     normalization: dict
     metrics: dict
+    calibration: dict | None = None  # {"temperature", "split", "images", "ece_before", "ece_after", ...}
+
+    @property
+    def temperature(self) -> float:
+        return float((self.calibration or {}).get("temperature") or 1.0)
 
 
 def save_serving_artifact(
     path: Path, *, model: nn.Module, architecture: str, labels: list[str], input_size: int,
-    normalization: dict, metrics: dict | None = None,
+    normalization: dict, metrics: dict | None = None, calibration: dict | None = None,
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,7 @@ def save_serving_artifact(
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"format": FORMAT, "architecture": architecture, "num_classes": len(labels), "labels": list(labels),
                 "input_size": int(input_size), "normalization": normalization, "state_dict": state,
-                "metrics": metrics or {}}, tmp)
+                "metrics": metrics or {}, "calibration": calibration}, tmp)
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
 
@@ -62,5 +67,6 @@ def load_serving_artifact(path: Path) -> tuple[nn.Module, ServingMeta]:
         raise ArtifactError(f"Artifact {path} does not fit its architecture: {exc}") from exc
     model.eval()
     meta = ServingMeta(blob["architecture"], list(blob["labels"]), int(blob["input_size"]),
-                       dict(blob["normalization"]), dict(blob.get("metrics", {})))
+                       dict(blob["normalization"]), dict(blob.get("metrics", {})),
+                       dict(blob["calibration"]) if blob.get("calibration") else None)
     return model, meta

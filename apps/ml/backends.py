@@ -209,11 +209,11 @@ def export_onnx(model: nn.Module, input_size: int, path: Path, *, stamp: str = "
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+                              input_names=["input"], output_names=["outputs"], dynamic_axes=axes)
         except Exception as exc:  # noqa: BLE001 - the legacy exporter may be gone in a later torch
             logger.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
             program = torch.onnx.export(model, example, dynamo=True, opset_version=18,
-                                        input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+                                        input_names=["input"], output_names=["outputs"], dynamic_axes=axes)
             program.save(str(tmp))
     if stamp:
         _stamp_file(tmp, stamp)

@@ -26,6 +26,7 @@ from torch import nn
 from . import distributed
 from .architectures import WeightsChoice, architectures, choose_weights, count_parameters
 from .artifacts import save_serving_artifact
+from .calibration import temperature_report
 from .checkpoints import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import CachedImageDataset, EpochSampler, Sample, build_cache, item_seed, make_loader
@@ -124,14 +125,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, ctx: StepContext, *, num_classes: int) -> dict:
-    """Loss, accuracy and per-class (correct, total) over ``loader``, summed over all ranks."""
+def evaluate(model: nn.Module, loader, ctx: StepContext, *, num_classes: int, keep_logits: bool = False) -> dict:
+    """Loss, accuracy and per-class (correct, total) over ``loader``, summed over all ranks; with
+    ``keep_logits``, this rank's logits and labels too (``logits``, ``targets``: what a temperature is fitted on)."""
     model.eval()
     loss_sum = 0.0
     per_class_correct = torch.zeros(num_classes, dtype=torch.float64)
     per_class_total = torch.zeros(num_classes, dtype=torch.float64)
     stopped = False
     start = time.perf_counter()
+    kept_logits, kept_targets = [], []
     for images, labels in loader:
         # Ranks hold unequal shards here (no padding), so no per-step collective under DDP.
         if not ctx.dist.enabled and ctx.stop_now():
@@ -142,6 +145,9 @@ def evaluate(model: nn.Module, loader, ctx: StepContext, *, num_classes: int) ->
         with ctx.autocast():
             logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
+        if keep_logits:
+            kept_logits.append(logits.float().cpu().numpy())
+            kept_targets.append(labels.numpy())
         hits = (logits.argmax(1) == y).cpu().double()
         per_class_total.index_add_(0, labels, torch.ones_like(hits))
         per_class_correct.index_add_(0, labels, hits)
@@ -150,9 +156,13 @@ def evaluate(model: nn.Module, loader, ctx: StepContext, *, num_classes: int) ->
     correct = totals[1:1 + num_classes]
     total = totals[1 + num_classes:]
     seen = sum(total)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": sum(correct) / max(seen, 1), "images": int(seen),
-            "per_class_correct": [int(c) for c in correct], "per_class_total": [int(t) for t in total],
-            "seconds": time.perf_counter() - start, "stopped": stopped}
+    result = {"loss": loss_sum / max(seen, 1), "accuracy": sum(correct) / max(seen, 1), "images": int(seen),
+              "per_class_correct": [int(c) for c in correct], "per_class_total": [int(t) for t in total],
+              "seconds": time.perf_counter() - start, "stopped": stopped}
+    if keep_logits:
+        result["logits"] = np.concatenate(kept_logits) if kept_logits else np.zeros((0, num_classes), np.float32)
+        result["targets"] = np.concatenate(kept_targets) if kept_targets else np.zeros(0, np.int64)
+    return result
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -383,7 +393,7 @@ class _Run:
             row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "lr": lr,
                    "seconds": tr["seconds"], "images_per_second": tr["images_per_second"], "timing": tr["timing"]}
             if validate:
-                va = evaluate(served, val_loader, ctx, num_classes=self.num_classes)
+                va = evaluate(served, val_loader, ctx, num_classes=self.num_classes, keep_logits=True)
                 if va["stopped"]:
                     stop_reason = "cancelled"
                     break
@@ -395,7 +405,10 @@ class _Run:
             improved = validate and _improved(config, va, best)
             if improved:
                 best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
-                        "per_class_correct": va["per_class_correct"], "per_class_total": va["per_class_total"]}
+                        "per_class_correct": va["per_class_correct"], "per_class_total": va["per_class_total"],
+                        # What the served weights' confidence means: a temperature fitted on this epoch's val
+                        # logits, images these weights never trained on (the refit inherits it: see _fit).
+                        "calibration": temperature_report(va["logits"], va["targets"], split="val")}
                 bad_epochs = 0
             elif validate:
                 bad_epochs += 1
@@ -516,6 +529,7 @@ def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_d
               "best_epoch": best and best["epoch"], "best_val_accuracy": best and best["val_accuracy"],
               "best_val_loss": best and best["val_loss"],
               "best_val_mean_class_accuracy": best and _mean_class_accuracy(best),
+              "calibration": best and best.get("calibration"),
               "final_train_accuracy": last_row and last_row["train_accuracy"],
               "final_train_loss": last_row and last_row["train_loss"], "timing": selected["timing"]}
     if refit and selected["stop_reason"] != "cancelled" and best is not None:
@@ -534,17 +548,34 @@ def _fit(run: _Run, samples: dict[str, list[Sample]], checkpoints: dict, cache_d
     return result
 
 
-def export_best(run_dir: Path, path: Path, *, metrics: dict | None = None) -> dict:
+def export_best(run_dir: Path, path: Path, *, metrics: dict | None = None, selection: bool = False) -> dict:
     """Write the serving artifact from ``refit.pt``, else ``best.pt``, else ``last.pt`` (their weight average
-    when the run kept one: what validation measured); return what the registry needs."""
+    when the run kept one: what validation measured); return what the registry needs. ``selection``: skip the
+    refit (the weights val judged, for what must be fitted on images the model did not train on)."""
     run_dir = Path(run_dir)
-    source = next(run_dir / name for name in (REFIT, BEST, LAST) if (run_dir / name).is_file() or name == LAST)
+    names = (BEST, LAST) if selection else (REFIT, BEST, LAST)
+    source = next(run_dir / name for name in names if (run_dir / name).is_file() or name == LAST)
     state = load_checkpoint(source)
     arch = architectures.get(state["architecture"])
     model = arch.build(len(state["class_names"]), weights="none")
     model.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"])
+    calibration = selection_calibration(run_dir, state)
     save_serving_artifact(path, model=model, architecture=state["architecture"], labels=list(state["class_names"]),
-                          input_size=state["input_size"], normalization=state["normalization"], metrics=metrics)
-    return {"architecture": state["architecture"], "labels": list(state["class_names"]),
+                          input_size=state["input_size"], normalization=state["normalization"], metrics=metrics,
+                          calibration=calibration)
+    return {"architecture": state["architecture"], "labels": list(state["class_names"]), "calibration": calibration,
             "input_size": int(state["input_size"]), "normalization": dict(state["normalization"]),
             "parameters": count_parameters(model), "path": Path(path), "size_bytes": Path(path).stat().st_size}
+
+
+def selection_calibration(run_dir: Path, state: dict | None = None) -> dict | None:
+    """The temperature the served weights get: fitted on the best selection epoch's val logits. A refit has
+    trained on val, so no unseen split is left for it; it inherits the selection's temperature (same recipe,
+    same schedule, a few more images), and ``evaluate`` on test shows the ECE that gives."""
+    best = (state or {}).get("best")
+    if not (best and best.get("calibration")) and (Path(run_dir) / BEST).is_file():
+        best = load_checkpoint(Path(run_dir) / BEST).get("best")
+    calibration = dict(best["calibration"]) if best and best.get("calibration") else None
+    if calibration and (Path(run_dir) / REFIT).is_file():
+        calibration["inherited_by_refit"] = True
+    return calibration

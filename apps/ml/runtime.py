@@ -37,7 +37,9 @@ from torch import nn
 from . import backends
 from .artifacts import ArtifactError, load_serving_artifact
 from .backends import CANDIDATES, TorchBackend
+from .calibration import softmax as calibrated_softmax
 from .digests import file_sha256, weights_digest
+from .heads import with_embedding
 from .images import ImageRejected, decode_eval_crop
 from .machine import cpu_count
 
@@ -143,6 +145,7 @@ class ManyPredictions:
     probabilities: np.ndarray  # len(kept) × classes
     rejected: list[tuple[int, ImageRejected]]
     seconds: float  # decode + forward
+    embeddings: np.ndarray | None = None  # len(kept) × embedding_dim, L2-normalised (when asked for)
 
     def accuracy(self, labels: Sequence[int]) -> float | None:
         """Top-1 over every file given (a rejected file counts as wrong); ``None`` for no file."""
@@ -177,11 +180,18 @@ class Predictor:
     microbatch: bool = False  # gather concurrent single-image forwards into one (MicroBatcher)
     microbatch_window_ms: float = 0.0
     microbatch_max: int = 8
+    # Calibration: probabilities are softmax(logits / temperature) (apps.ml.calibration); 1.0 is uncalibrated.
+    temperature: float = 1.0
     info: dict = field(default_factory=dict)  # the runtime, how it was chosen, load time
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        if not self.temperature or self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+        # Every runtime runs the serving graph: [logits | L2-normalised embedding] from one forward (heads.py).
+        self.model = with_embedding(self.model, copied=True)
+        self.embedding_dim: int | None = None  # known after the first forward (0: the graph has none)
         self.normalize = Normalizer(self.normalization)
         self.eager = TorchBackend(self.model)
         self._stamp: str | None = None
@@ -270,7 +280,17 @@ class Predictor:
     def preprocess(self, images: list[bytes]) -> np.ndarray:
         return self.normalize(self.decode_batch(images))
 
+    def split(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The serving graph's one output as (logits, embeddings); embeddings are ``N × 0`` when the
+        architecture gives none."""
+        classes = len(self.labels)
+        self.embedding_dim = outputs.shape[1] - classes
+        return outputs[:, :classes], outputs[:, classes:]
+
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.split(self.outputs(batch))[0]
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
         """One forward at the batch's size: the batch runtime for several images; for one, the single
         runtime (or the micro-batcher, when on), or the batch runtime's threads when the idle lane is on and
         nothing else is in flight."""
@@ -285,19 +305,32 @@ class Predictor:
             with self._in_flight_lock:
                 self._in_flight -= 1
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(batch))
+    def calibrated(self, logits: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """Class probabilities of logits: ``softmax(logits / temperature)``, or plain softmax with ``raw``."""
+        if raw or self.temperature == 1.0:
+            return softmax(logits)
+        return calibrated_softmax(logits, self.temperature).astype(np.float32)
+
+    def probabilities(self, batch: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        return self.calibrated(self.logits(batch), raw=raw)
+
+    def infer(self, batch: np.ndarray, *, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities, L2-normalised embeddings) of a normalised batch, from one forward."""
+        logits, embeddings = self.split(self.outputs(batch))
+        return self.calibrated(logits, raw=raw), np.ascontiguousarray(embeddings, dtype=np.float32)
 
     def predict(self, images: list[bytes]) -> np.ndarray:
         """Decode every image, then one batched forward; rows of class probabilities."""
         return self.probabilities(self.preprocess(images))
 
-    def predict_many(self, blobs: Iterable[bytes], *, batch_size: int = 32) -> ManyPredictions:
+    def predict_many(self, blobs: Iterable[bytes], *, batch_size: int = 32, raw: bool = False,
+                     embeddings: bool = False) -> ManyPredictions:
         """Class probabilities for a stream of files, ``batch_size`` at a time, through exactly the path
         ``/predict_batch`` takes (``decode_batch``'s decoder, the normaliser, the batch forward). A file
         that cannot be decoded is listed in ``rejected`` with its index, never raised. ``blobs`` is read
-        lazily, so memory stays flat whatever the split's size; ``seconds`` excludes reading."""
-        kept, chunks, rejected, seconds = [], [], [], 0.0
+        lazily, so memory stays flat whatever the split's size; ``seconds`` excludes reading. ``raw``:
+        uncalibrated probabilities (to fit a temperature on); ``embeddings``: keep them too (same forward)."""
+        kept, chunks, vectors, rejected, seconds = [], [], [], [], 0.0
         batch_size = max(1, batch_size)
         iterator = iter(enumerate(blobs))
         while chunk := list(itertools.islice(iterator, batch_size)):
@@ -310,10 +343,17 @@ class Predictor:
                 except InputRejected as exc:
                     rejected.append((index, exc))
             if crops:
-                chunks.append(self.probabilities(self.normalize(crops)))
+                probabilities, vector = self.infer(self.normalize(crops), raw=raw)
+                chunks.append(probabilities)
+                if embeddings:
+                    vectors.append(vector)
             seconds += time.perf_counter() - began
         probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
-        return ManyPredictions(kept=kept, probabilities=probabilities, rejected=rejected, seconds=seconds)
+        kept_vectors = None
+        if embeddings:
+            kept_vectors = np.concatenate(vectors) if vectors else np.zeros((0, self.embedding_dim or 0), np.float32)
+        return ManyPredictions(kept=kept, probabilities=probabilities, rejected=rejected, seconds=seconds,
+                               embeddings=kept_vectors)
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
         k = max(1, min(k, len(self.labels)))
@@ -372,9 +412,10 @@ def load_predictor(
     path: Path, *, expected_sha256: str | None = None, backend: str = "auto", threads: int = 1, batch_threads: int = 1,
     onnx_cache_dir: Path | None = None, int8_path: Path | None = None, max_pixels: int = 40_000_000,
     min_side: int = 8, microbatch: bool = False, microbatch_window_ms: float = 0.0, microbatch_max: int = 8,
-    warm_sizes: Iterable[int] = (), warm: bool = True,
+    warm_sizes: Iterable[int] = (), warm: bool = True, temperature: float | None = None,
 ) -> Predictor:
-    """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be."""
+    """Load a serving artifact into a warmed-up ``Predictor``; ``ArtifactError`` says why it cannot be.
+    ``temperature``: the registry's (a version calibrated after training); else the artifact's own."""
     started = time.perf_counter()
     model, meta, sha = load_model(path, expected_sha256=expected_sha256)
     cache = Path(onnx_cache_dir) if onnx_cache_dir else None
@@ -383,7 +424,8 @@ def load_predictor(
                           batch_threads=batch_threads, onnx_path=cache / f"{sha}.onnx" if cache else None,
                           int8_path=int8_path, cache_dir=cache / "openvino" if cache else None,
                           max_pixels=max_pixels, min_side=min_side, microbatch=microbatch,
-                          microbatch_window_ms=microbatch_window_ms, microbatch_max=microbatch_max)
+                          microbatch_window_ms=microbatch_window_ms, microbatch_max=microbatch_max,
+                          temperature=temperature or meta.temperature)
     if warm:
         predictor.warm_up(warm_sizes)
     predictor.info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)

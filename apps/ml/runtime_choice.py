@@ -206,7 +206,7 @@ def choose_runtime(predictor, *, guard: Sequence[tuple[Blob, int]] = (), calibra
         guard_labels.extend(labels)
         for name in list(outputs):
             try:
-                outputs[name].append(built[name][1](batch))
+                outputs[name].append(predictor.split(built[name][1](batch))[0])  # judged on the logits
             except Exception as exc:  # noqa: BLE001 - a candidate that fails on real input is out
                 rows[name].update(status="failed", reason=f"failed on a validation batch: {exc}")
                 del outputs[name], built[name]

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -24,6 +25,7 @@ from django.utils import timezone
 from apps.characters.models import Character, Image, ImageEvent
 from apps.characters.services import REJECT_REASONS, image_relabel, image_set_status, suggestions_request
 from apps.core.api import ServiceError
+from apps.inference.gallery import answer_many, embeddings_store
 from apps.inference.loading import predictor_cache
 from apps.inference.models import ModelVersion
 
@@ -73,24 +75,30 @@ def _files(images: list[Image], missing: set[int]) -> Iterator[bytes]:
 
 
 def _suggest_chunk(version: ModelVersion, loaded, images: list[Image]) -> tuple[list[Suggestion], list[dict]]:
-    """The verdicts on ``images`` (one forward per ``KYARA_EVAL_BATCH_SIZE``), and the images that failed."""
-    predictor = loaded.predictor
-    index = {slug: i for i, slug in enumerate(predictor.labels)}
+    """The verdicts on ``images`` (one forward per ``KYARA_EVAL_BATCH_SIZE``, over the classifier's classes and
+    the gallery's characters), and the images that failed. The same forward's embeddings are kept: an image
+    approved later joins the gallery without another pass."""
     missing: set[int] = set()
-    done = predictor.predict_many(_files(images, missing), batch_size=settings.KYARA_EVAL_BATCH_SIZE)
+    done = answer_many(loaded, version, _files(images, missing), batch_size=settings.KYARA_EVAL_BATCH_SIZE,
+                       embeddings=True)
+    embeddings_store(version=version, image_ids=[images[position].pk for position in done.kept],
+                     vectors=done.embeddings)
+    index = {slug: i for i, slug in enumerate(done.labels)}
     flag = flag_confidence()
     rows = []
     for row, position in enumerate(done.kept):
         image, probabilities = images[position], done.probabilities[row]
+        order = np.argsort(-probabilities, kind="stable")[:TOP_K]
         # Rounded as the predict API rounds, so both say the same numbers.
-        top = [(slug, round(probability, 6)) for slug, probability in predictor.top_k(probabilities, TOP_K)]
+        top = [(done.labels[i], round(float(probabilities[i]), 6)) for i in order]
         claimed = image.character.slug if image.character_id else None
         known = claimed in index
         claimed_probability = round(float(probabilities[index[claimed]]), 6) if known else None
         verdict = judge(top=top, claimed=claimed, claimed_probability=claimed_probability, known=known,
                         flag_confidence=flag)
         rows.append(Suggestion(image=image, model_version=version, claimed_slug=claimed or "",
-                               top=[{"slug": slug, "probability": probability} for slug, probability in top],
+                               top=[{"slug": slug, "probability": probability, "source": done.source_of(slug)}
+                                    for slug, probability in top],
                                claimed_probability=verdict.claimed_probability, agrees=verdict.agrees,
                                flagged=verdict.flagged, doubt=verdict.doubt))
     failed = [{"image": images[position].pk,

@@ -19,7 +19,8 @@ from apps.ml import distributed
 from apps.ml.checkpoints import LAST, load_checkpoint
 from apps.ml.config import TrainConfig
 from apps.ml.data import Sample
-from apps.ml.engine import Callbacks, export_best, fit
+from apps.ml.engine import REFIT, Callbacks, export_best, fit
+from apps.ml.gallery import DEFAULT_MAPPING, fit_mapping_on
 
 from . import services
 from .models import TrainingJob
@@ -80,6 +81,35 @@ class JobReporter:
                          should_stop=self.should_stop)
 
 
+def fit_gallery_mapping(run_dir: Path, served: Path, samples: dict[str, list[Sample]]) -> dict:
+    """How the gallery's characters are put on this model's scale (``apps.ml.gallery.fit_mapping_on``): fitted on
+    val through the weights that never trained on it (the selection's, when the served model is a refit)."""
+    if not samples["val"] or not samples["train"]:
+        return {**DEFAULT_MAPPING, "fitted": False, "why": "no val or train images to fit on"}
+    artifact = served
+    if (run_dir / REFIT).is_file():
+        artifact = run_dir / "selection-for-gallery.pt"
+        export_best(run_dir, artifact, selection=True)
+    try:
+        predictor = load_serving_predictor(artifact, warm=False)
+        cap = settings.KYARA_CALIBRATION_IMAGES
+        return {**fit_mapping_on(predictor, [(s.read, s.label) for s in spread(samples["train"], cap)],
+                                 [(s.read, s.label) for s in spread(samples["val"], cap)],
+                                 batch_size=settings.KYARA_EVAL_BATCH_SIZE),
+                "fitted_with": "selection" if artifact != served else "served"}
+    finally:
+        if artifact != served:
+            artifact.unlink(missing_ok=True)
+
+
+def spread(items: list, limit: int) -> list:
+    """At most ``limit`` of ``items``, evenly spread over them (every class keeps its share)."""
+    if len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
 def measure_test(artifact: Path, samples: list[Sample]) -> dict:
     """The exported model's test accuracy through the server's own predictor (same decode, geometry,
     backend), so the job's number and what ``evaluate`` and ``/predict`` make of the same files are one."""
@@ -135,6 +165,8 @@ def run_job(job_id: int, *, resume: bool = False, token: str = "") -> TrainingJo
             exported = export_best(run_dir, path, metrics={k: result.get(k) for k in (
                 "best_val_accuracy", "best_epoch", "epochs_run") if result.get(k) is not None})
             result.update(measure_test(path, samples["test"]))
+            exported["calibration"] = {**(exported.get("calibration") or {}),
+                                       "gallery": fit_gallery_mapping(run_dir, path, samples)}
             result["duration_seconds"] = time.perf_counter() - started
             services.training_job_succeed(job=job, result=result, exported=exported)
     except InterruptedError:  # stopped while decoding images, before the first step

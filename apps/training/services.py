@@ -193,6 +193,7 @@ def training_job_succeed(*, job: TrainingJob, result: dict, exported: dict):
             artifact=exported["path"], parameters=exported["parameters"], metrics=metrics,
             dataset_version=job.dataset_version, training_job_id=job.pk,
             notes=f"Trained by job {job.pk} ({job.name}) on {job.dataset_version.name}.",
+            calibration={**exported["calibration"], "fitted_by": "training"} if exported.get("calibration") else None,
         )
         job.status = TrainingJob.Status.SUCCEEDED
         job.stop_reason = result["stop_reason"]

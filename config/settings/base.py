@@ -319,6 +319,10 @@ KYARA_PREDICTOR_RETRY_SECONDS = env_int("KYARA_PREDICTOR_RETRY_SECONDS", 30)  # 
 # Each server process re-reads these aliases every few seconds and loads what they point at (0: off).
 KYARA_WARM_ALIASES = env_list("KYARA_WARM_ALIASES", "default")
 KYARA_ALIAS_WATCH_SECONDS = env_int("KYARA_ALIAS_WATCH_SECONDS", 5)
+# Gallery characters (apps.inference.gallery): characters the served model has no class for, answered from their
+# approved images' embeddings. A serving process re-reads a version's gallery at most this often.
+KYARA_GALLERY = env_bool("KYARA_GALLERY", True)
+KYARA_GALLERY_POLL_SECONDS = env_float("KYARA_GALLERY_POLL_SECONDS", 2.0)
 # How long a process may answer from a cached alias → version pair after a move made in another process
 # (moves in the same process, or any process with Redis, are seen at once).
 KYARA_ALIAS_CACHE_SECONDS = env_int("KYARA_ALIAS_CACHE_SECONDS", 2)
@@ -442,6 +446,8 @@ KYARA_THIN_CHARACTER_IMAGES = env_int("KYARA_THIN_CHARACTER_IMAGES", 10)
 KYARA_EVAL_BATCH_SIZE = env_int("KYARA_EVAL_BATCH_SIZE", KYARA_PREDICT_BATCH_MAX)
 KYARA_EVAL_LATENCY_IMAGES = env_int("KYARA_EVAL_LATENCY_IMAGES", 200)
 KYARA_EVAL_CALIBRATION_BINS = env_int("KYARA_EVAL_CALIBRATION_BINS", 10)
+# Temperature scaling (manage.py calibrate): at most this many images of the split a temperature is fitted on.
+KYARA_CALIBRATION_IMAGES = env_int("KYARA_CALIBRATION_IMAGES", 5000)
 KYARA_EVAL_CONFUSED_PAIRS = env_int("KYARA_EVAL_CONFUSED_PAIRS", 20)
 # The suggested open-set threshold accepts this share of the correct answers on the val split.
 KYARA_EVAL_THRESHOLD_KEEP = env_float("KYARA_EVAL_THRESHOLD_KEEP", 0.95)

@@ -18,7 +18,7 @@
     const data = JSON.parse(dataNode.textContent);
     drawAccuracy(data.accuracy);
     drawConfusion(data.confusion);
-    drawCalibration(data.reliability);
+    drawCalibration(data.reliability, data.reliability_uncalibrated || []);
     setUpHistory(data.history, data.accuracy);
   }
 
@@ -64,9 +64,13 @@
     });
   }
 
-  function drawCalibration(bins) {
+  function drawCalibration(bins, before) {
     const used = bins.filter((b) => b.count > 0);
-    chart("calibration-chart", [
+    const raw = before.filter((b) => b.count > 0);
+    const uncalibrated = raw.length ? [{ type: "scatter", mode: "lines+markers", name: "uncalibrated",
+      x: raw.map((b) => b.confidence), y: raw.map((b) => b.accuracy), line: { color: "#94a3b8", width: 1.5 },
+      marker: { size: 5 }, hovertemplate: "uncalibrated %{x:.0%}: accuracy %{y:.0%}<extra></extra>" }] : [];
+    chart("calibration-chart", [...uncalibrated,
       { type: "bar", name: "images", x: bins.map((b) => (b.lower + b.upper) / 2), y: bins.map((b) => b.count),
         yaxis: "y2", marker: { color: "rgba(99,102,241,.18)" }, width: 1 / Math.max(bins.length, 1) * 0.9,
         hovertemplate: "%{y} images<extra></extra>" },

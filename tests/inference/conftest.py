@@ -31,10 +31,11 @@ CLASSES = {  # label (character slug) → (display name, dominant colour)
 LABELS = list(CLASSES)
 
 
-def class_image_bytes(label: str, seed: int, *, size=(160, 160), fmt="JPEG") -> bytes:
-    """A picture of ``label``: its colour fills the background and one big shape; small grey clutter."""
+def class_image_bytes(label: str, seed: int, *, size=(160, 160), fmt="JPEG", color=None) -> bytes:
+    """A picture of ``label``: its colour (or ``color``, for a character the model was not trained on) fills the
+    background and one big shape; small grey clutter."""
     rng = random.Random(f"{label}-{seed}")
-    base = CLASSES[label][1]
+    base = color or CLASSES[label][1]
     jitter = tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in base)
     img = Image.new("RGB", size, jitter)
     draw = ImageDraw.Draw(img)

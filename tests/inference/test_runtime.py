@@ -2,6 +2,7 @@
 fp32 fast paths with plain eager PyTorch (same top-1, probabilities within 1e-3)."""
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import numpy as np
@@ -68,9 +69,11 @@ def test_draft_path_matches_torchvision_eval_transform_closely():
     assert arch.input_size == 224 and diff.mean() < 6, diff.mean()
 
 
-def _eager_probabilities(model, batch: np.ndarray) -> np.ndarray:
+def _eager_probabilities(model, batch: np.ndarray, classes: int = len(LABELS)) -> np.ndarray:
+    """Eager PyTorch's softmax of the classifier's logits: the first ``classes`` columns of a serving graph's
+    output (the rest is the embedding), or all of a plain classifier's."""
     with torch.inference_mode():
-        return torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+        return torch.softmax(model(torch.from_numpy(batch))[:, :classes], dim=1).numpy()
 
 
 def test_onnx_runtime_agrees_with_eager_pytorch_on_a_trained_model(trained_artifacts, tmp_path):
@@ -102,7 +105,7 @@ def test_mobilenet_v2_onnx_agrees_with_eager(tmp_path):
                           normalization=architectures.get("mobilenet_v2").normalization, backend="onnxruntime",
                           onnx_path=tmp_path / "m.onnx")
     batch = predictor.preprocess([make_image_bytes(s, size=(300, 260), fmt="JPEG") for s in range(3)])
-    fast, eager = predictor.probabilities(batch), _eager_probabilities(model, batch)
+    fast, eager = predictor.probabilities(batch), _eager_probabilities(model, batch, 32)
     assert np.abs(fast - eager).max() < 1e-3 and (fast.argmax(1) == eager.argmax(1)).all()
 
 
@@ -219,7 +222,7 @@ def test_a_lone_request_takes_the_idle_lane_and_a_concurrent_one_its_own_thread(
     assert (single.calls, wide.calls) == (1, 0)  # lane off: the single runtime, as before
 
     predictor.idle_lane = True
-    assert np.abs(predictor.logits(batch) - expected).max() < 1e-4  # alone: the wide runtime, same answer
+    assert np.abs(predictor.outputs(batch) - expected).max() < 1e-4  # alone: the wide runtime, same answer
     assert (single.calls, wide.calls) == (1, 1)
 
     wide.release.clear()
@@ -249,3 +252,44 @@ def test_the_idle_lane_is_on_only_where_it_measured_faster(wide_delay, on, train
 def test_no_idle_lane_without_a_wider_runtime(trained_artifacts, tmp_path):
     predictor = load_predictor(trained_artifacts.v1, backend="onnxruntime", onnx_cache_dir=tmp_path, batch_threads=1)
     assert predictor.idle_lane is False and predictor.info["idle_lane"] == {"on": False, "why": "no wider runtime"}
+
+
+def test_embeddings_come_from_the_same_forward_and_are_equal_across_runtimes(trained_artifacts, tmp_path):
+    """The serving graph returns [logits | embedding]: every runtime gives the same L2-normalised embedding
+    (the classifier's pooled input) with its logits, and pictures of one character lie closer together than
+    pictures of two."""
+    images = [class_image_bytes(label, 110 + i) for i in range(3) for label in LABELS]
+    found = {}
+    for backend in ("torch", "onnxruntime", "openvino-fp32"):
+        if backend.startswith("openvino") and importlib.util.find_spec("openvino") is None:
+            continue
+        predictor = load_predictor(trained_artifacts.v1, backend=backend, onnx_cache_dir=tmp_path)
+        probabilities, embeddings = predictor.infer(predictor.preprocess(images))
+        assert predictor.embedding_dim == embeddings.shape[1] > 0
+        assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+        assert np.abs(probabilities - predictor.predict(images)).max() < 1e-6  # one forward, both answers
+        found[backend] = embeddings
+    assert len(found) >= 2
+    for backend, embeddings in found.items():
+        assert np.abs(embeddings - found["torch"]).max() < 1e-4, backend
+    e = found["torch"]
+    same = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(len(e)) if i < j and i % 3 == j % 3]
+    other = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(len(e)) if i % 3 != j % 3]
+    assert np.mean(same) > np.mean(other)
+    many = load_predictor(trained_artifacts.v1, backend="torch").predict_many(images, embeddings=True)
+    assert np.abs(many.embeddings - found["torch"]).max() < 1e-5
+
+
+def test_the_temperature_divides_the_logits_and_keeps_the_ranking(trained_artifacts, tmp_path):
+    plain = load_predictor(trained_artifacts.v1, backend="torch")
+    hot = load_predictor(trained_artifacts.v1, backend="torch", temperature=3.0)
+    batch = plain.preprocess([class_image_bytes(label, 120) for label in LABELS])
+    logits = plain.logits(batch)
+    assert plain.temperature == 1.0 and hot.temperature == 3.0
+    expected = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum(1, keepdims=True)
+    assert np.abs(hot.probabilities(batch) - expected).max() < 1e-5
+    assert (hot.probabilities(batch).argmax(1) == plain.probabilities(batch).argmax(1)).all()
+    assert hot.probabilities(batch).max() < plain.probabilities(batch).max()  # less sure, same answer
+    assert np.abs(hot.probabilities(batch, raw=True) - plain.probabilities(batch)).max() < 1e-6
+    with pytest.raises(ValueError, match="temperature"):
+        Predictor(model=plain.model, labels=LABELS, input_size=128, normalization=plain.normalization, temperature=0)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from apps.ml.artifacts import load_serving_artifact
+from apps.ml.calibration import fit_temperature, logits_of, softmax
 from apps.ml.checkpoints import load_checkpoint
 from apps.ml.config import TrainConfig
 from apps.ml.device import resolve_precision, select_device
@@ -106,6 +107,21 @@ def test_the_served_model_scores_on_val_exactly_what_training_reported(tiny_spli
     result = _fit(tiny_splits, tmp_path, epochs=3, patience=0, ema_decay=0.9)
     assert _served_accuracy(tmp_path, tiny_splits["val"]) == pytest.approx(result["best_val_accuracy"])
 
+    # The temperature was fitted on the best epoch's val logits, travels with the artifact, and is what the
+    # serving predictor applies; fitted again on the served model's raw val answers it is the same number.
+    calibration = result["calibration"]
+    assert calibration["split"] == "val" and calibration["images"] == len(tiny_splits["val"])
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    _, meta = load_serving_artifact(tmp_path / "served.pt")
+    assert meta.temperature == pytest.approx(calibration["temperature"]) and meta.temperature != 1.0
+    predictor = load_predictor(tmp_path / "served.pt", backend="torch")
+    assert predictor.temperature == pytest.approx(calibration["temperature"])
+    raw = predictor.predict_many([s.read() for s in tiny_splits["val"]], raw=True)
+    labels = [s.label for s in tiny_splits["val"]]
+    assert fit_temperature(logits_of(raw.probabilities), labels) == pytest.approx(calibration["temperature"], rel=1e-3)
+    served = predictor.predict_many([s.read() for s in tiny_splits["val"]]).probabilities
+    assert served == pytest.approx(softmax(logits_of(raw.probabilities), calibration["temperature"]), abs=1e-5)
+
 
 def test_scratch_recipe_refits_on_train_and_val_and_serves_the_refit(tiny_splits, tmp_path):
     result = _fit(tiny_splits, tmp_path, epochs=3, recipe="scratch", lr=None)
@@ -114,7 +130,10 @@ def test_scratch_recipe_refits_on_train_and_val_and_serves_the_refit(tiny_splits
     refit = load_checkpoint(tmp_path / "refit.pt")
     assert refit["epoch"] == 3 and refit["ema"] is not None
     assert refit["config"]["lr"] == 2e-3 and refit["config"]["ema_decay"] == 0.998
-    model, _ = load_serving_artifact(export_best(tmp_path, tmp_path / "m.pt")["path"])
+    model, meta = load_serving_artifact(export_best(tmp_path, tmp_path / "m.pt")["path"])
+    # No unseen split is left after a refit: it serves with the selection's temperature, and says so.
+    assert meta.calibration["inherited_by_refit"] is True
+    assert meta.temperature == pytest.approx(result["calibration"]["temperature"])
     for key, tensor in model.state_dict().items():  # the artifact holds the refit's weight average
         assert torch.equal(tensor, refit["ema"]["module"][key]), key
 

@@ -6,6 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.characters.models import Image
+from apps.inference.models import ImageEmbedding
 from apps.review.models import Suggestion
 from tests.conftest import running_qcluster, wait_for
 from tests.inference.conftest import CLASSES
@@ -36,7 +37,9 @@ def test_an_import_of_pending_images_asks_for_their_suggestions(registry, tmp_pa
 
 
 @pytest.mark.django_db
-def test_an_import_of_a_curated_dataset_asks_for_nothing(registry, tmp_path, committed):
+def test_an_import_of_a_curated_dataset_asks_for_no_suggestion_only_the_gallery(registry, tmp_path, committed):
+    from django_q.models import Task
+
     from apps.characters.services import images_import
 
     folder = tmp_path / "curated" / "colors_red_hero"
@@ -44,7 +47,10 @@ def test_an_import_of_a_curated_dataset_asks_for_nothing(registry, tmp_path, com
     (folder / "a.jpg").write_bytes(class_image_bytes(RED, 91))
     with committed() as callbacks:
         assert images_import(path=tmp_path / "curated").new == 1  # approved on arrival: nobody reviews it
-    assert Image.objects.get().status == "approved" and not Suggestion.objects.exists() and not callbacks
+    assert Image.objects.get().status == "approved" and not Suggestion.objects.exists() and len(callbacks) == 1
+    # ...but the serving model's gallery takes it in (its embedding, computed by the refresh itself).
+    assert list(Task.objects.values_list("func", flat=True)) == ["apps.inference.tasks.gallery_refresh"]
+    assert registry.v1.gallery.counts == [1] and ImageEmbedding.objects.filter(version=registry.v1).count() == 1
 
 
 @pytest.mark.django_db

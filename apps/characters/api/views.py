@@ -140,8 +140,9 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             code = 413 if result.reason == "too_large" else 409 if result.outcome == "near_duplicate" else 400
             raise ServiceError(result.reason, result.message, status_code=code,
                                near_duplicates=result.near_duplicate_ids)
-        if result.outcome == "new" and services.awaits_review(result.image):
-            services.suggestions_request([result.image.pk])
+        if result.outcome == "new":
+            waits = services.awaits_review(result.image)
+            services.suggestions_request([result.image.pk] if waits else [], approved=not waits)
         body = self.get_serializer(result.image).data
         body = {**body, "outcome": result.outcome, "message": result.message,
                 "near_duplicates": result.near_duplicate_ids}

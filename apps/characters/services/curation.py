@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from apps.core.api import ServiceError
+from apps.core.queue import enqueue
 
 from ..models import Character, Image, ImageEvent, Series
 
@@ -22,6 +23,17 @@ REJECT_REASONS = {
     "file_missing": "The stored file is missing or damaged (manage.py check_media)",
     "other": "Other",
 }
+
+
+# The inference app keeps each serving model's gallery (the prototypes of approved characters) and sits above
+# characters: its task is named, never imported.
+GALLERY_TASK = "apps.inference.tasks.gallery_refresh"
+
+
+def curation_changed() -> None:
+    """Approved images changed (added, approved, rejected, relabelled): once the caller's transaction commits,
+    a worker refreshes the galleries, so a character approved now is answered within a minute."""
+    transaction.on_commit(lambda: enqueue(GALLERY_TASK, group="gallery"))
 
 
 def _slug(text: str) -> str:
@@ -90,6 +102,8 @@ def image_set_status(
     Image.objects.filter(pk__in=[i.pk for i in changed]).update(
         status=status, reason=reason if status == Image.Status.REJECTED else ""
     )
+    if any(Image.Status.APPROVED in (image.status, status) for image in changed):
+        curation_changed()
     return len(changed)
 
 
@@ -111,4 +125,6 @@ def image_relabel(
     _record(changed, kind=ImageEvent.Kind.LABEL, field="character", new_value=character, actor=actor,
             reason=reason, display=lambda c: c.slug)
     Image.objects.filter(pk__in=[i.pk for i in changed]).update(character=character)
+    if any(image.status == Image.Status.APPROVED for image in changed):
+        curation_changed()
     return len(changed)

@@ -184,6 +184,7 @@ def images_import(
     summary.characters_created = Character.objects.count() - characters_before
     max_bytes = settings.KYARA_MAX_IMAGE_BYTES
     waiting: list[int] = []  # new images a person must review: the model's suggestions are asked for them
+    approved_any = False  # new images stored approved: the galleries take them in
     for entry in entries:
         if stop is not None and stop():
             summary.stopped = True
@@ -216,6 +217,8 @@ def images_import(
             summary.new += 1
             if awaits_review(result.image):
                 waiting.append(result.image.pk)
+            else:
+                approved_any = True
             if result.near_duplicate_ids:
                 summary.near_duplicates += 1
         elif result.outcome == "exact_duplicate":
@@ -224,5 +227,5 @@ def images_import(
             summary.refused[result.reason] += 1
         if progress:
             progress(1)
-    suggestions_request(waiting)
+    suggestions_request(waiting, approved=approved_any)
     return summary

@@ -24,6 +24,7 @@ from ..imaging import ImageRejected, decode_image, make_thumbnail
 from ..models import Character, Image
 from ..phash import bands, compute_phash, to_signed
 from ..selectors import near_duplicates_of_hash
+from .curation import curation_changed
 
 logger = logging.getLogger(__name__)
 
@@ -251,11 +252,14 @@ def awaits_review(image: Image) -> bool:
     return image.status == Image.Status.PENDING or image.character_id is None
 
 
-def suggestions_request(image_ids: list[int]) -> None:
+def suggestions_request(image_ids: list[int], *, approved: bool = False) -> None:
     """Ask a worker for the default model's suggestions on newly stored images that await review, once the
     caller's transaction commits (a few hundred per task). Uploads and imports call it; a crawl asks the
-    same task itself, once per crawl."""
+    same task itself, once per crawl. ``approved``: images were stored approved too (an import of a curated
+    set): the galleries take them in."""
     ids = list(image_ids)
+    if approved:
+        curation_changed()
 
     def send() -> None:
         for start in range(0, len(ids), SUGGEST_IMAGES_PER_TASK):

@@ -42,7 +42,7 @@ class EvaluationRunSerializer(serializers.ModelSerializer):
         fields = ["id", "leak_warning", "status", "error", "model_version", "model_version_name", "dataset_version",
                   "dataset_version_name", "split", "origin", "training_job_id", "images", "top1", "top5",
                   "mean_per_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "ece",
-                  "suggested_threshold", "latency_p50_ms", "latency_p95_ms", "images_per_second", "device", "backend",
+                  "ece_uncalibrated", "suggested_threshold", "latency_p50_ms", "latency_p95_ms", "images_per_second", "device", "backend",
                   "notes", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
@@ -66,7 +66,7 @@ class EvaluationRunDetailSerializer(EvaluationRunSerializer):
 
     class Meta(EvaluationRunSerializer.Meta):
         fields = ["id", "leak_warning", "leak_report", *EvaluationRunSerializer.Meta.fields[2:], "threshold", "speed",
-                  "reliability", "confused_pairs", "labels", "confusion_matrix", "plan", "label_issues",
+                  "reliability", "calibration", "confused_pairs", "labels", "confusion_matrix", "plan", "label_issues",
                   "per_character"]
         read_only_fields = fields
 

@@ -55,6 +55,7 @@ def run_page(run: EvaluationRun) -> dict:
     return {
         "rows": rows, "names": names, "pairs": pairs,
         "charts": {"accuracy": accuracy, "confusion": confusion, "reliability": run.reliability or [],
+                   "reliability_uncalibrated": (run.calibration or {}).get("reliability_uncalibrated", []),
                    "history": history, "run": run.pk},
     }
 

@@ -17,7 +17,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["id", "name", "architecture", "labels", "input_size", "normalization", "parameters", "size_bytes",
-                  "artifact_sha256", "confidence_threshold", "metrics", "aliases", "available", "unavailable_reason",
+                  "artifact_sha256", "confidence_threshold", "calibration", "metrics", "aliases", "available", "unavailable_reason",
                   "loaded", "runtime", "dataset_version", "training_job_id", "notes", "created_at"]
 
     def get_aliases(self, obj) -> list[str]:

@@ -66,7 +66,8 @@ class Command(BaseCommand):
             out(f"leak check: clean against {leaks.get('reference')} ({leaks.get('skipped') or 'no duplicates'})")
         out(f"evaluation {run.pk}: {run.model_version} on {run.dataset_version}/{run.split}, {run.images} images")
         out(f"top-1 {_percent(run.top1)}  top-5 {_percent(run.top5)}  mean per-class {_percent(run.mean_per_class_accuracy)}"
-            f"  macro F1 {_percent(run.macro_f1)}  ECE {run.ece:.3f}  open-set threshold "
+            f"  macro F1 {_percent(run.macro_f1)}  ECE {run.ece:.3f} (T = {run.calibration.get('temperature', 1.0):.3f}; "
+            f"uncalibrated {'n/a' if run.ece_uncalibrated is None else f'{run.ece_uncalibrated:.3f}'})  open-set threshold "
             f"{'n/a' if run.suggested_threshold is None else f'{run.suggested_threshold:.3f}'}")
         out(f"latency p50 {run.latency_p50_ms:.2f} ms  p95 {run.latency_p95_ms:.2f} ms  "
             f"{run.images_per_second:.0f} images/s  on {run.device} ({run.backend})")
