@@ -73,6 +73,10 @@ def media_root(settings, tmp_path):
 def _clear_cache():
     from django.core.cache import cache
 
+    from apps.inference.gallery import gallery_cache
+
+    gallery_cache.clear()  # a gallery view is per process: none may outlive the test that built it
+
     try:
         cache.clear()
     except Exception:  # noqa: BLE001 - a test without the cache must not fail here

@@ -184,8 +184,9 @@ class GalleryView:
     """A version's gallery characters (those the classifier has no class for) as a serving process holds them."""
 
     generation: int
-    labels: list[str]
-    prototypes: np.ndarray  # G × D, float32
+    labels: list[str]  # the gallery characters
+    prototypes: np.ndarray  # G × D, float32: theirs
+    classes: np.ndarray  # C × D, float32: the classifier's classes' (a zero row: no approved image of it)
     mapping: dict
     mean: np.ndarray | None = None  # the centre (D)
     characters: dict[str, dict] = field(default_factory=dict)
@@ -193,10 +194,12 @@ class GalleryView:
     def extend(self, probabilities: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         if not self.labels or embeddings.shape[1] != self.prototypes.shape[1]:
             return probabilities
-        return gallery_math.combine(probabilities, embeddings, self.prototypes, self.mapping, self.mean)
+        return gallery_math.combine(probabilities, embeddings, self.classes, self.prototypes, self.mapping,
+                                    self.mean)
 
 
-EMPTY = GalleryView(generation=0, labels=[], prototypes=np.zeros((0, 0), np.float32), mapping={})
+EMPTY = GalleryView(generation=0, labels=[], prototypes=np.zeros((0, 0), np.float32),
+                    classes=np.zeros((0, 0), np.float32), mapping={})
 
 
 def _character_info(slugs: list[str]) -> dict[str, dict]:
@@ -213,14 +216,15 @@ class GalleryCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._views: dict[int, tuple[float, GalleryView]] = {}
+        self._views: dict[tuple, tuple[float, GalleryView]] = {}
 
     def get(self, version: ModelVersion) -> GalleryView:
         if not settings.KYARA_GALLERY:
             return EMPTY
         now = time.monotonic()
+        key = (version.pk, version.artifact_sha256)
         with self._lock:
-            checked, view = self._views.get(version.pk, (None, None))
+            checked, view = self._views.get(key, (None, None))
         if view is not None and now - checked < settings.KYARA_GALLERY_POLL_SECONDS:
             return view
         generation = Gallery.objects.filter(pk=version.pk).values_list("generation", flat=True).first()
@@ -229,24 +233,28 @@ class GalleryCache:
         elif view is None or view.generation != generation:
             view = self._load(version)
         with self._lock:
-            self._views[version.pk] = (now, view)
+            self._views[key] = (now, view)
         return view
 
     @staticmethod
     def _load(version: ModelVersion) -> GalleryView:
         gallery = Gallery.objects.get(pk=version.pk)
-        known = set(version.labels)
+        known = {slug: i for i, slug in enumerate(version.labels)}
         rows = [i for i, slug in enumerate(gallery.labels) if slug not in known]
         prototypes = from_blobs([], gallery.dim)
+        classes = np.zeros((len(known), gallery.dim), dtype=np.float32)
         if rows and gallery.dim:
             every = np.frombuffer(bytes(gallery.prototypes), dtype=np.float16).reshape(len(gallery.labels), gallery.dim)
             prototypes = every[rows].astype(np.float32)
+            for i, slug in enumerate(gallery.labels):
+                if slug in known:
+                    classes[known[slug]] = every[i]
         labels = [gallery.labels[i] for i in rows]
         fitted = (version.calibration or {}).get("gallery") or {}
         mapping = {key: fitted.get(key, value) for key, value in gallery_math.DEFAULT_MAPPING.items()}
         mean = np.frombuffer(bytes(gallery.mean), dtype=np.float32) if gallery.mean else None
-        return GalleryView(generation=gallery.generation, labels=labels, prototypes=prototypes, mapping=mapping,
-                           mean=mean, characters=_character_info(labels))
+        return GalleryView(generation=gallery.generation, labels=labels, prototypes=prototypes, classes=classes,
+                           mapping=mapping, mean=mean, characters=_character_info(labels))
 
     def clear(self) -> None:
         with self._lock:

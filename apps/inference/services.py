@@ -106,7 +106,7 @@ def model_version_calibrate(*, version: ModelVersion, split: str = "val", images
     labels = [pairs[i][1] for i in done.kept]
     report = temperature_report(logits_of(done.probabilities), labels, split=split,
                                 bins=settings.KYARA_EVAL_CALIBRATION_BINS)
-    mapping = fit_mapping_on(predictor, temperature_images(version, "train"), pairs, temperature=report["temperature"],
+    mapping = fit_mapping_on(predictor, temperature_images(version, "train"), pairs,
                              batch_size=settings.KYARA_EVAL_BATCH_SIZE)
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
