@@ -89,6 +89,9 @@ class EvaluationRun(Job):
     confusion_matrix = models.JSONField(default=list, blank=True)
     confused_pairs = models.JSONField(default=list, blank=True)
     reliability = models.JSONField(default=list, blank=True)
+    open_set = models.JSONField(default=dict, blank=True, help_text=(
+        "Known (classes and gallery) against unseen characters of the split: AUROC of the top-1 confidence and the "
+        "unknown rate of each"))
     calibration = models.JSONField(default=dict, blank=True, help_text=(
         "The temperature served and how it was fitted, and the reliability bins before it (reliability_uncalibrated)"))
     threshold = models.JSONField(default=dict, blank=True, help_text="How the suggested threshold was chosen")

@@ -132,6 +132,8 @@ class _Predictions:
     latencies_ms: list[float]
     labels: list[str]  # the answers' labels, in column order
     sources: list[str]  # per column: classifier or gallery
+    stranger: np.ndarray  # per kept image: the chance it shows a character none of the columns is
+    stranger_limit: float  # from it on, the answer is "unknown"
 
 
 def _read(name: str) -> bytes:
@@ -152,7 +154,8 @@ def _predict(loaded, version: ModelVersion, files: list[str], *, batch_size: int
         began = time.perf_counter()
         predictor.predict([data])
         latencies.append((time.perf_counter() - began) * 1000)
-    return _Predictions(done.kept, done.probabilities, rejected, done.seconds, latencies, done.labels, done.sources)
+    return _Predictions(done.kept, done.probabilities, rejected, done.seconds, latencies, done.labels, done.sources,
+                        done.stranger, done.stranger_limit)
 
 
 def _device() -> str:
@@ -279,6 +282,7 @@ def _execute(run: EvaluationRun) -> None:
     leaks = _leak_stage(run, reference, rows, done, measured)
     threshold = _threshold_stage(run, loaded, measured)
     calibration = _calibration_stage(run, predictor, done, measured)
+    open_set = _open_set_stage(run, rows, done, measured, threshold)
     speed = _speed(done, predictor)
     notes = _notes(run, reference, measured.labels, done.labels, rows, done, leaks)
     results = _character_rows(run, measured, predictor.labels, dict(zip(done.labels, done.sources, strict=True)))
@@ -287,7 +291,7 @@ def _execute(run: EvaluationRun) -> None:
         notes.append(f"{len(issues)} {run.split} image(s) carry a label the model confidently contradicts "
                      "(label_issues): review them.")
     if _record(run, measured=measured, leaks=leaks, threshold=threshold, speed=speed, notes=notes,
-               results=results, label_issues=issues, calibration=calibration):
+               results=results, label_issues=issues, calibration=calibration, open_set=open_set):
         _version_metrics_record(run.pk)
 
 
@@ -355,6 +359,23 @@ def _calibration_stage(run: EvaluationRun, predictor, done: _Predictions, measur
             "ece_uncalibrated": ece, "reliability_uncalibrated": reliability}
 
 
+def _open_set_stage(run: EvaluationRun, rows: _SplitRows, done: _Predictions, measured: _Measured,
+                    threshold: dict) -> dict:
+    """Stage 4c: how well the top-1 confidence tells images of characters the model answers for (its classes
+    and its gallery's) from the split's others, and the share answered ``unknown`` among each, at the version's
+    threshold (else the one this run suggests). Nothing to measure when the split holds no such others."""
+    answerable = set(done.labels)
+    known = np.array([rows.slugs[i] in answerable for i in done.kept], dtype=bool)
+    limit = run.model_version.confidence_threshold
+    if limit is None:
+        limit = threshold.get("threshold")
+    report = metrics.open_set(np.asarray(measured.result["confidence"]), known, threshold=limit,
+                              stranger=done.stranger, stranger_limit=done.stranger_limit)
+    if not report["unseen_images"]:
+        report["why"] = "every character of the split is answered by the model: no unseen images to compare"
+    return report
+
+
 def _speed(done: _Predictions, predictor) -> dict:
     batched = done.seconds and len(done.kept) / done.seconds
     return {"batch_size": settings.KYARA_EVAL_BATCH_SIZE, "batched_images_per_second": batched,
@@ -404,7 +425,7 @@ def _label_issue_stage(run: EvaluationRun, rows: _SplitRows, done: _Predictions,
 
 
 def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: dict, speed: dict, notes: list[str],
-            results: list[CharacterResult], label_issues: list[dict], calibration: dict) -> bool:
+            results: list[CharacterResult], label_issues: list[dict], calibration: dict, open_set: dict) -> bool:
     """Stage 7: the run's numbers and rows in one transaction, only while this process holds the run."""
     labels, result, single = measured.labels, measured.result, speed["single"]
     pairs = [{"true": labels[p["true"]], "predicted": labels[p["predicted"]], "count": p["count"],
@@ -415,7 +436,7 @@ def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: 
             images=result["images"], top1=result["top1"], top5=result["top5"],
             mean_per_class_accuracy=result["mean_per_class_accuracy"], macro_precision=result["macro_precision"],
             macro_recall=result["macro_recall"], macro_f1=result["macro_f1"], ece=result["ece"],
-            ece_uncalibrated=calibration["ece_uncalibrated"], calibration=calibration,
+            ece_uncalibrated=calibration["ece_uncalibrated"], calibration=calibration, open_set=open_set,
             suggested_threshold=threshold.get("threshold"), latency_p50_ms=single["p50_ms"],
             latency_p95_ms=single["p95_ms"], images_per_second=speed["batched_images_per_second"] or None,
             device=_device(), backend=speed["backend"], labels=labels, confusion_matrix=result["confusion_matrix"],

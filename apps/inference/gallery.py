@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 GALLERY_TASK = "apps.inference.tasks.gallery_refresh"
 CLASSIFIER, GALLERY = "classifier", "gallery"
+
 EMBED_CHUNK = 256
 
 
@@ -191,9 +192,20 @@ class GalleryView:
     mean: np.ndarray | None = None  # the centre (D)
     characters: dict[str, dict] = field(default_factory=dict)
 
-    def extend(self, probabilities: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        if not self.labels or embeddings.shape[1] != self.prototypes.shape[1]:
-            return probabilities
+    @property
+    def stranger_limit(self) -> float:
+        return float(self.mapping.get("stranger_limit", gallery_math.STRANGER_LIMIT))
+
+    @property
+    def active(self) -> bool:
+        """Whether answers go through the prototypes (a gallery character, or the classes' own prototypes, which
+        also say how far an image is from everything the model knows)."""
+        return bool(self.labels) or bool(self.classes.size and np.abs(self.classes).sum())
+
+    def extend(self, probabilities: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities over the classes then the gallery's characters, the chance each image is a stranger)."""
+        if not self.active or embeddings.shape[1] != self.classes.shape[1]:
+            return probabilities, np.zeros(len(probabilities), dtype=np.float32)
         return gallery_math.combine(probabilities, embeddings, self.classes, self.prototypes, self.mapping,
                                     self.mean)
 
@@ -243,7 +255,7 @@ class GalleryCache:
         rows = [i for i, slug in enumerate(gallery.labels) if slug not in known]
         prototypes = from_blobs([], gallery.dim)
         classes = np.zeros((len(known), gallery.dim), dtype=np.float32)
-        if rows and gallery.dim:
+        if gallery.labels and gallery.dim:
             every = np.frombuffer(bytes(gallery.prototypes), dtype=np.float16).reshape(len(gallery.labels), gallery.dim)
             prototypes = every[rows].astype(np.float32)
             for i, slug in enumerate(gallery.labels):
@@ -251,7 +263,8 @@ class GalleryCache:
                     classes[known[slug]] = every[i]
         labels = [gallery.labels[i] for i in rows]
         fitted = (version.calibration or {}).get("gallery") or {}
-        mapping = {key: fitted.get(key, value) for key, value in gallery_math.DEFAULT_MAPPING.items()}
+        mapping = {**gallery_math.DEFAULT_MAPPING,
+                   **{key: fitted[key] for key in ("scale", "background", "stranger_limit") if key in fitted}}
         mean = np.frombuffer(bytes(gallery.mean), dtype=np.float32) if gallery.mean else None
         return GalleryView(generation=gallery.generation, labels=labels, prototypes=prototypes, classes=classes,
                            mapping=mapping, mean=mean, characters=_character_info(labels))
@@ -275,6 +288,8 @@ class Answers:
     rejected: list
     seconds: float
     generation: int
+    stranger: np.ndarray  # per kept image: the chance it shows a character none of the columns is
+    stranger_limit: float  # from it on, the answer is "unknown"
     embeddings: np.ndarray | None = None  # kept × D, when asked for
 
     def source_of(self, label: str) -> str:
@@ -293,8 +308,9 @@ def answer_many(loaded, version: ModelVersion, blobs, *, batch_size: int, embedd
     """Every file through the serving predictor (one forward per batch gives logits and embeddings), the
     gallery's characters added on the same calibrated scale; ``embeddings``: keep them in the answer too."""
     view = gallery_cache.get(version)
-    done = loaded.predictor.predict_many(blobs, batch_size=batch_size, embeddings=embeddings or bool(view.labels))
-    probabilities = view.extend(done.probabilities, done.embeddings) if view.labels else done.probabilities
+    done = loaded.predictor.predict_many(blobs, batch_size=batch_size, embeddings=embeddings or view.active)
+    probabilities, stranger = view.extend(done.probabilities, done.embeddings) if view.active else (
+        done.probabilities, np.zeros(len(done.kept), dtype=np.float32))
     labels, sources = answer_space(loaded.predictor, view)
-    return Answers(labels, sources, probabilities, done.kept, done.rejected, done.seconds, view.generation,
-                   done.embeddings if embeddings else None)
+    return Answers(labels, sources, probabilities, done.kept, done.rejected, done.seconds, view.generation, stranger,
+                   view.stranger_limit, done.embeddings if embeddings else None)

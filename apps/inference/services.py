@@ -16,6 +16,7 @@ from apps.ml.calibration import logits_of, temperature_report
 from apps.ml.digests import file_sha256
 from apps.ml.gallery import fit_mapping_on
 
+from .gallery import GALLERY_TASK
 from .loading import int8_graph_path, machine_key, predictor_cache, serving_options
 from .models import AliasChange, ModelAlias, ModelAvailability, ModelVersion
 from .selectors import calibration_images, guard_images, model_resolve, temperature_images
@@ -208,6 +209,9 @@ def _alias_move(*, name: str, target: ModelVersion, actor, why: str, kind: str,
         alias.version = target
         alias.updated_by = user
         alias.save()
+        # The version now serving answers through its prototypes: a worker builds its gallery (and embeds the
+        # approved images for it) unless curation has not changed since it last did.
+        transaction.on_commit(lambda: enqueue(GALLERY_TASK, target.pk, group="gallery"))
         return AliasChange.objects.create(alias=name, from_version=previous, to_version=target, kind=kind,
                                           why=why or "", actor=user)
 

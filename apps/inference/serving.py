@@ -60,19 +60,20 @@ def _reject(index: int, upload: Upload, exc: InputRejected, batch: bool) -> Serv
                         **({"index": index, "filename": upload.name} if batch else {"filename": upload.name}))
 
 
-def _answer(loaded, view: GalleryView, version: ModelVersion, probabilities, top_k: int, labels: list[str],
-            sources: list[str]) -> dict:
+def _answer(loaded, view: GalleryView, version: ModelVersion, probabilities, stranger: float, top_k: int,
+            labels: list[str], sources: list[str]) -> dict:
     k = max(1, min(top_k, len(labels)))
     order = np.argsort(-probabilities, kind="stable")[:k]
     threshold = version.confidence_threshold
-    unknown = threshold is not None and float(probabilities[order[0]]) < threshold
+    unknown = (threshold is not None and float(probabilities[order[0]]) < threshold) or stranger >= view.stranger_limit
     predictions = []
     for i in order:
         slug = labels[i]
         info = loaded.characters.get(slug) or view.characters.get(slug) or {"slug": slug, "name": slug, "series": None}
         predictions.append({**info, "probability": round(float(probabilities[i]), 6), "source": sources[i]})
     return {"label": "unknown" if unknown else predictions[0]["slug"], "unknown": unknown, "threshold": threshold,
-            "source": None if unknown else predictions[0]["source"], "predictions": predictions}
+            "stranger": round(float(stranger), 6), "source": None if unknown else predictions[0]["source"],
+            "predictions": predictions}
 
 
 def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: bool = False,
@@ -111,12 +112,12 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
             index = missing[getattr(exc, "index", 0)]
             raise _reject(index, uploads[index], exc, batch) from None
         probabilities, embeddings = predictor.infer(predictor.normalize(crops))
-        probabilities = view.extend(probabilities, embeddings)
+        probabilities, stranger = view.extend(probabilities, embeddings)
         labels, sources = answer_space(predictor, view)
         per_image_ms = round((time.perf_counter() - began) * 1000 / len(missing), 3)
         fresh = {}
         for row, i in enumerate(missing):
-            answer = _answer(loaded, view, version, probabilities[row], k, labels, sources)
+            answer = _answer(loaded, view, version, probabilities[row], float(stranger[row]), k, labels, sources)
             fresh[keys[i]] = answer
             results[i] = {**answer, "cached": False, "time_ms": per_image_ms}
         cache.set_many(fresh, timeout=settings.RESULT_CACHE_TTL)

@@ -28,6 +28,7 @@ import numpy as np
 from .calibration import fit_temperature, nll
 
 DEFAULT_MAPPING = {"scale": 10.0}  # until a version's own is fitted
+STRANGER_LIMIT = 0.5  # at most: an image more likely a stranger than one of the answers is answered "unknown"
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -56,28 +57,45 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def mixture(embeddings: np.ndarray, prototypes: np.ndarray, mapping: dict, mean: np.ndarray | None) -> np.ndarray:
+    """``N × (K + 1)``: the softmax over the scaled cosines to ``K`` prototypes (a zero row takes no mass) and,
+    last, the background: the share no prototype is close enough to claim (``mapping["background"]``, the
+    cosine at which an image is as likely a stranger as that prototype's; none without one)."""
+    e = centred(embeddings, mean)
+    logits = mapping["scale"] * (e @ np.asarray(prototypes, np.float32).T).astype(np.float64)
+    logits[:, np.abs(prototypes).sum(1) == 0] = -np.inf
+    background = mapping.get("background")
+    column = np.full((len(e), 1), -np.inf if background is None else mapping["scale"] * background)
+    return np.exp(log_softmax(np.concatenate([logits, column], axis=1)))
+
+
 def combine(probabilities: np.ndarray, embeddings: np.ndarray, classes: np.ndarray, gallery: np.ndarray, mapping: dict,
-            mean: np.ndarray | None = None) -> np.ndarray:
-    """``N × (C + G)`` probabilities: the classifier's ``C`` calibrated columns, then the ``G`` gallery characters'.
+            mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(``N × (C + G)`` probabilities: the classifier's ``C`` calibrated columns, then the ``G`` gallery
+    characters'; ``N`` stranger probabilities: the background's share, the chance the image shows a character
+    none of them is). The answers are shared out as if the image were one of them (the background is left out
+    and the rest renormalised), so their calibration does not depend on how many strangers are asked about; the
+    stranger probability is calibrated against the fifth of strangers it was fitted with (``fit_background``).
 
     ``classes``: ``C × D`` prototypes of the classifier's classes (a zero row for a class without approved
     images: it takes no prototype mass of its own); ``gallery``: ``G × D``; both built from embeddings centred on
-    ``mean`` (``class_prototypes``)."""
+    ``mean`` (``class_prototypes``). Without any prototype, the classifier's probabilities as they are."""
     p = np.asarray(probabilities, dtype=np.float64)
-    if not len(gallery):
-        return p.astype(np.float32)
-    e = centred(embeddings, mean)
-    prototypes = np.concatenate([np.asarray(classes, np.float32), np.asarray(gallery, np.float32)])
-    logits = mapping["scale"] * (e @ prototypes.T).astype(np.float64)
-    present = np.concatenate([np.abs(classes).sum(1) > 0, np.ones(len(gallery), dtype=bool)])
-    logits[:, ~present] = -np.inf
-    q = np.exp(log_softmax(logits))
-    share = q[:, :p.shape[1]].sum(axis=1, keepdims=True)
-    return np.concatenate([share * p, q[:, p.shape[1]:]], axis=1).astype(np.float32)
+    dim = np.shape(embeddings)[1]
+    prototypes = np.concatenate([np.asarray(classes, np.float32).reshape(-1, dim),
+                                 np.asarray(gallery, np.float32).reshape(-1, dim)])
+    if not np.abs(prototypes).sum():
+        return p.astype(np.float32), np.zeros(len(p), dtype=np.float32)
+    q = mixture(embeddings, prototypes, mapping, mean)
+    stranger = q[:, -1]
+    known = np.maximum(1.0 - stranger, 1e-300)[:, None]
+    share = q[:, :p.shape[1]].sum(axis=1, keepdims=True) / known
+    return (np.concatenate([share * p, q[:, p.shape[1]:-1] / known], axis=1).astype(np.float32),
+            stranger.astype(np.float32))
 
 
 def fit_scale(embeddings: np.ndarray, labels: Sequence[int], train_embeddings: np.ndarray,
-              train_labels: Sequence[int]) -> dict:
+              train_labels: Sequence[int], *, keep: float = 0.95) -> dict:
     """The prototype softmax's scale (``1 / temperature``) and the centre, fitted on held-out images
     (``embeddings``, ``labels``) against prototypes of the training images; ``DEFAULT_MAPPING`` (``fitted``:
     False) without enough of either."""
@@ -92,10 +110,53 @@ def fit_scale(embeddings: np.ndarray, labels: Sequence[int], train_embeddings: n
     rows[names] = prototypes
     cosine = centred(embeddings, mean) @ rows.T
     temperature = fit_temperature(cosine, y)
+    background = fit_background(cosine, y, 1.0 / temperature)
+    # Who is answered "unknown": the stranger probability above which only (1 - keep) of these held-out images of
+    # known characters lie, the same rule as the confidence threshold's.
+    stranger = mixture(embeddings, rows, {"scale": 1.0 / temperature, "background": background}, mean)[:, -1]
+    limit = float(np.quantile(stranger, keep)) if len(stranger) else STRANGER_LIMIT
     return {"scale": round(1.0 / temperature, 6), "fitted": True, "images": int(len(y)),
             "prototype_accuracy": round(float((cosine.argmax(1) == y).mean()), 6),
-            "nll": round(nll(cosine, y, temperature), 6),
+            "nll": round(nll(cosine, y, temperature), 6), "background": round(background, 6),
+            "stranger_limit": min(STRANGER_LIMIT, round(limit, 6) + 1e-6), "keep": keep,
             "mean": [round(float(x), 6) for x in mean]}  # the centre it was fitted with: the gallery uses it
+
+
+def fit_background(cosine: np.ndarray, labels: np.ndarray, scale: float, *, share: float = 0.2, rounds: int = 8,
+                   seed: int = 0) -> float:
+    """The background's cosine, by maximum likelihood with a fifth of the classes left out in turn: their images
+    stand in for characters the model does not know (their target is the background), the others' is their own
+    class. The NLL is convex in it (a log-sum-exp of an affine function), so a golden-section search finds it."""
+    rng = np.random.default_rng(seed)
+    classes = cosine.shape[1]
+    present = [c for c in range(classes) if (labels == c).any()]
+    problems = []
+    for _ in range(rounds):
+        out = rng.choice(present, size=max(1, int(round(share * len(present)))), replace=False)
+        kept = np.setdiff1d(np.arange(classes), out)
+        target = np.where(np.isin(labels, out), len(kept), np.searchsorted(kept, labels))
+        problems.append((scale * cosine[:, kept], target))
+
+    def loss(level: float) -> float:
+        total = 0.0
+        for logits, target in problems:
+            z = np.concatenate([logits, np.full((len(target), 1), scale * level)], axis=1)
+            total -= log_softmax(z)[np.arange(len(target)), target].mean()
+        return total / len(problems)
+
+    low, high, ratio = -1.0, 1.0, (5 ** 0.5 - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = loss(a), loss(b)
+    for _ in range(40):
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = loss(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = loss(b)
+    return (low + high) / 2
 
 
 def fit_mapping_on(predictor, train: Sequence[tuple], heldout: Sequence[tuple], *, batch_size: int = 32) -> dict:

@@ -163,6 +163,37 @@ def suggest_threshold(confidence, correct, *, keep: float = 0.95) -> dict | None
     }
 
 
+def auroc(positive, negative) -> float | None:
+    """Area under the ROC curve: the chance that a random ``positive`` score beats a random ``negative`` one
+    (ties count half); ``None`` when either side is empty."""
+    pos = np.asarray(positive, dtype=np.float64).reshape(-1)
+    neg = np.asarray(negative, dtype=np.float64).reshape(-1)
+    if not pos.size or not neg.size:
+        return None
+    _, inverse, counts = np.unique(np.concatenate([pos, neg]), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2)[inverse]  # tied scores share their average rank
+    return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def open_set(confidence, known, *, threshold: float | None, stranger=None, stranger_limit: float = 0.5) -> dict:
+    """Known-versus-unseen separation: AUROC of the chance of being one of the answers (top-1 confidence times one
+    minus the stranger probability), and the share answered ``unknown`` (confidence below ``threshold``, or a
+    stranger probability of ``stranger_limit`` or more) among images of characters the model answers for and
+    among the others."""
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    known = np.asarray(known, dtype=bool).reshape(-1)
+    strange = np.zeros(conf.size) if stranger is None else np.asarray(stranger, dtype=np.float64).reshape(-1)
+    unknown = strange >= stranger_limit
+    if threshold is not None:
+        unknown |= conf < threshold
+    score = conf * (1 - strange)
+    return {"known_images": int(known.sum()), "unseen_images": int((~known).sum()), "threshold": threshold,
+            "auroc": auroc(score[known], score[~known]),
+            "unknown_rate_known": float(unknown[known].mean()) if known.any() else None,
+            "unknown_rate_unseen": float(unknown[~known].mean()) if (~known).any() else None}
+
+
 def latency_summary(milliseconds) -> dict:
     """p50, p95 and mean of per-image latencies, and the images per second they add up to."""
     ms = np.asarray(milliseconds, dtype=np.float64).reshape(-1)

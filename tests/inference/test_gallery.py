@@ -125,3 +125,32 @@ def test_gallery_answers_are_the_same_in_predict_and_evaluate_and_suggestions(ca
     assert answers.probabilities.shape == (2, 4) and np.allclose(answers.probabilities.sum(1), 1, atol=1e-5)
     assert [answers.labels[i] for i in answers.probabilities.argmax(1)] == [YELLOW, RED]
     assert Gallery.objects.get(pk=registry.v1.pk).dim == loaded.predictor.embedding_dim
+
+
+@pytest.mark.django_db
+def test_characters_outside_the_model_are_answered_unknown_and_measured(calibrated, characters, api_client):
+    """Evaluate on a split that holds a character neither the classifier nor the gallery knows: the run reports
+    known-versus-unseen AUROC and the unknown rate of each, at the threshold it chose on val; /predict answers
+    ``unknown`` for that character's images."""
+    from apps.characters.models import DatasetItem, DatasetVersion
+    from apps.characters.services import image_ingest
+    from apps.evaluation import services as evaluation
+
+    series = Series.objects.get(slug="colors")
+    bard = Character.objects.create(series=series, slug=YELLOW, name="Yellow Bard")
+    version = store_dataset(characters, name="with-a-stranger", train=0, val=0, test=4)
+    for seed in range(800, 806):  # pending: not approved, so never in the gallery
+        image = image_ingest(data=yellow(seed), source_kind="crawl", character=bard, status="pending",
+                             near_duplicate_policy="skip").image
+        DatasetItem.objects.create(version=version, image=image, character=bard, split="test")
+    gallery_refresh(version=calibrated.v1)  # the classes' prototypes, as promoting v1 has a worker build them
+    run = evaluation.evaluation_run_execute(run_id=evaluation.evaluation_run_create(
+        model_version=calibrated.v1, dataset_version=version, split="test", queue=False, apply_threshold=True).pk)
+    assert run.status == "succeeded", run.error
+    report = run.open_set
+    assert (report["known_images"], report["unseen_images"]) == (12, 6)
+    assert report["auroc"] >= 0.9
+    assert report["unknown_rate_unseen"] >= 0.8 and report["unknown_rate_known"] <= 0.1
+    assert not DatasetVersion.objects.filter(pk=version.pk, items__character=bard, items__image__status="approved")
+    answer = _predict(api_client, yellow(900))
+    assert answer["label"] == "unknown" and answer["unknown"] and answer["source"] is None

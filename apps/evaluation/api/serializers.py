@@ -66,7 +66,7 @@ class EvaluationRunDetailSerializer(EvaluationRunSerializer):
 
     class Meta(EvaluationRunSerializer.Meta):
         fields = ["id", "leak_warning", "leak_report", *EvaluationRunSerializer.Meta.fields[2:], "threshold", "speed",
-                  "reliability", "calibration", "confused_pairs", "labels", "confusion_matrix", "plan", "label_issues",
+                  "reliability", "calibration", "open_set", "confused_pairs", "labels", "confusion_matrix", "plan", "label_issues",
                   "per_character"]
         read_only_fields = fields
 

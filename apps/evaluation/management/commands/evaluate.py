@@ -71,6 +71,11 @@ class Command(BaseCommand):
             f"{'n/a' if run.suggested_threshold is None else f'{run.suggested_threshold:.3f}'}")
         out(f"latency p50 {run.latency_p50_ms:.2f} ms  p95 {run.latency_p95_ms:.2f} ms  "
             f"{run.images_per_second:.0f} images/s  on {run.device} ({run.backend})")
+        if run.open_set.get("unseen_images"):
+            o = run.open_set
+            out(f"open set: AUROC {o['auroc']:.3f} known ({o['known_images']}) vs unseen ({o['unseen_images']}); "
+                f"answered unknown: {_percent(o['unknown_rate_unseen']).strip()} of unseen, "
+                f"{_percent(o['unknown_rate_known']).strip()} of known")
         for note in run.notes:
             out(f"note: {note}")
         out(f"{'character':40} {'support':>7} {'acc':>6} {'F1':>6}  tier  mistaken for")
