@@ -25,13 +25,13 @@ from apps.characters.phash import near_pairs
 from apps.core.api import ServiceError
 from apps.core.jobs import JobWatcher, job_claim, job_finish
 from apps.core.queue import enqueue
-from apps.inference.gallery import answer_many
+from apps.inference.gallery import answer_many, approved_embeddings
 from apps.inference.models import ModelVersion
 from apps.inference.services import model_alias_set, model_version_metrics_record, model_version_threshold_set
 from apps.ml import calibration as calibration_math
 from apps.ml import metrics
+from apps.ml.neighbours import neighbour_votes, suspects
 
-from .label_issues import find_label_issues
 from .models import DEFAULT_TIER_RULES, CharacterResult, EvaluationRun, TierRule
 from .selectors import alias_comparison
 
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 RUN_TASK = "apps.evaluation.tasks.run_evaluation"
 SPLITS = tuple(DatasetItem.Split.values)
-OUT_OF_SAMPLE = ("val", "test")  # splits the model did not learn from: where its doubt about a label means something
 LEAK_EXAMPLES = 50
 
 
@@ -286,10 +285,12 @@ def _execute(run: EvaluationRun) -> None:
     speed = _speed(done, predictor)
     notes = _notes(run, reference, measured.labels, done.labels, rows, done, leaks)
     results = _character_rows(run, measured, predictor.labels, dict(zip(done.labels, done.sources, strict=True)))
-    issues = _label_issue_stage(run, rows, done, done.labels)
+    issues, withheld = _label_issue_stage(run)
     if issues:
-        notes.append(f"{len(issues)} {run.split} image(s) carry a label the model confidently contradicts "
+        notes.append(f"{len(issues)} approved image(s) carry a label their nearest neighbours contradict "
                      "(label_issues): review them.")
+    if withheld:
+        notes.append(withheld)
     if _record(run, measured=measured, leaks=leaks, threshold=threshold, speed=speed, notes=notes,
                results=results, label_issues=issues, calibration=calibration, open_set=open_set):
         _version_metrics_record(run.pk)
@@ -407,21 +408,30 @@ def _character_rows(run: EvaluationRun, measured: _Measured, model_labels, sourc
     return results
 
 
-def _label_issue_stage(run: EvaluationRun, rows: _SplitRows, done: _Predictions, model_labels) -> list[dict]:
-    """Stage 6: the images whose label the model confidently contradicts (confident learning), most suspect
-    first, for a person to review. Out-of-sample splits only: on the train split the model learned the labels,
-    wrong ones included. Images of characters the model has no class for are left out (it cannot vouch for
-    or against them)."""
-    if run.split not in OUT_OF_SAMPLE:
-        return []
-    model_labels = list(model_labels)
-    column = {label: i for i, label in enumerate(model_labels)}
-    known = [k for k, i in enumerate(done.kept) if rows.slugs[i] in column]
-    labels = [column[rows.slugs[done.kept[k]]] for k in known]
-    issues = find_label_issues(labels, done.probabilities[known])
-    return [{"image": rows.image_ids[done.kept[known[issue.index]]], "label": model_labels[labels[issue.index]],
-             "predicted": model_labels[issue.suspected], "probability": issue.probability,
-             "self_confidence": issue.self_confidence} for issue in issues]
+def _label_issue_stage(run: EvaluationRun) -> tuple[list[dict], str]:
+    """Stage 6: suspect labels over the whole approved set, training images included (where a wrong label does
+    its harm), from out-of-sample evidence: each image's nearest neighbours by the model's embedding, itself and
+    its near-duplicates left out, vote on its character (``apps.ml.neighbours``). Most suspect first.
+
+    The list is shown only when the embedding can judge: when the neighbours' majority is the image's own label
+    for at least ``KYARA_SUSPECT_MIN_AGREEMENT`` of the approved images. Below that, a contradiction says more
+    about the model's confusion than about the label, and the note says so instead."""
+    labelled = approved_embeddings(run.model_version)
+    if len(labelled.image_ids) < 2:
+        return [], ""
+    names = sorted(set(labelled.slugs))
+    index = {slug: i for i, slug in enumerate(names)}
+    labels = [index[slug] for slug in labelled.slugs]
+    scale = float(((run.model_version.calibration or {}).get("gallery") or {}).get("scale", 10.0))
+    votes = neighbour_votes(labelled.vectors, labels, labelled.groups, k=settings.KYARA_SUSPECT_NEIGHBOURS, scale=scale)
+    if votes.agreement < settings.KYARA_SUSPECT_MIN_AGREEMENT:
+        return [], (f"Suspect labels are not listed: the neighbours of only {votes.agreement:.0%} of the "
+                    f"{len(labels)} approved images agree with their label (at least "
+                    f"{settings.KYARA_SUSPECT_MIN_AGREEMENT:.0%} needed before a contradiction means a wrong label).")
+    rows = suspects(votes, labels)[:settings.KYARA_SUSPECT_MAX]
+    return [{"image": labelled.image_ids[i], "label": labelled.slugs[i], "predicted": names[votes.top[i]],
+             "probability": round(float(votes.top_share[i]), 6), "self_confidence": round(float(votes.own_share[i]), 6)}
+            for i in rows], ""
 
 
 def _record(run: EvaluationRun, *, measured: _Measured, leaks: dict, threshold: dict, speed: dict, notes: list[str],

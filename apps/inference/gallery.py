@@ -168,6 +168,35 @@ def _centre(version: ModelVersion) -> np.ndarray | None:
     return total / count if count else None
 
 
+@dataclass
+class Labelled:
+    """Every approved image's embedding by one version, with its character and near-duplicate group."""
+
+    image_ids: list[int]
+    slugs: list[str]
+    groups: list[int]
+    vectors: np.ndarray  # N × D, float32, centred on ``mean`` and normalised
+
+
+def approved_embeddings(version: ModelVersion) -> Labelled:
+    """The approved set as ``version`` sees it (embedding the images that have no embedding by it yet)."""
+    missing = list(_approved().exclude(embeddings__version=version).values_list("pk", flat=True))
+    if missing:
+        embeddings_compute(version=version, image_ids=missing)
+    mean = _centre(version)
+    ids, slugs, groups, blobs = [], [], [], []
+    for pk, slug, group, blob in (ImageEmbedding.objects.filter(version=version, image__in=_approved())
+                                  .order_by("image_id").values_list("image_id", "image__character__slug",
+                                                                    "image__dup_group", "vector")
+                                  .iterator(chunk_size=2000)):
+        ids.append(pk)
+        slugs.append(slug)
+        groups.append(group if group is not None else -pk)  # an image without a group is a group of its own
+        blobs.append(blob)
+    vectors = gallery_math.centred(from_blobs(blobs), mean) if blobs else np.zeros((0, 0), dtype=np.float32)
+    return Labelled(ids, slugs, groups, vectors)
+
+
 def serving_versions() -> list[ModelVersion]:
     """The versions whose galleries are kept fresh: the ones an alias points at."""
     return list(ModelVersion.objects.filter(pk__in=ModelAlias.objects.values("version_id")))

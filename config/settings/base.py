@@ -323,6 +323,11 @@ KYARA_ALIAS_WATCH_SECONDS = env_int("KYARA_ALIAS_WATCH_SECONDS", 5)
 # approved images' embeddings. A serving process re-reads a version's gallery at most this often.
 KYARA_GALLERY = env_bool("KYARA_GALLERY", True)
 KYARA_GALLERY_POLL_SECONDS = env_float("KYARA_GALLERY_POLL_SECONDS", 2.0)
+# Suspect labels (evaluation): each approved image's nearest neighbours by the model's embedding vote on its
+# character; listed only when neighbours agree with this share of the labels at least; at most this many.
+KYARA_SUSPECT_NEIGHBOURS = env_int("KYARA_SUSPECT_NEIGHBOURS", 10)
+KYARA_SUSPECT_MIN_AGREEMENT = env_float("KYARA_SUSPECT_MIN_AGREEMENT", 0.8)
+KYARA_SUSPECT_MAX = env_int("KYARA_SUSPECT_MAX", 500)
 # How long a process may answer from a cached alias → version pair after a move made in another process
 # (moves in the same process, or any process with Redis, are seen at once).
 KYARA_ALIAS_CACHE_SECONDS = env_int("KYARA_ALIAS_CACHE_SECONDS", 2)

@@ -21,13 +21,13 @@ class CharacterResultSerializer(serializers.ModelSerializer):
 
 
 class LabelIssueSerializer(serializers.Serializer):
-    """An image whose label the model confidently contradicts (``EvaluationRun.label_issues``)."""
+    """An approved image whose label its nearest neighbours contradict (``EvaluationRun.label_issues``)."""
 
     image = serializers.IntegerField()
     label = serializers.CharField(help_text="The character slug the image carries")
-    predicted = serializers.CharField(help_text="The character slug the model is confident it shows")
-    probability = serializers.FloatField(help_text="The model's probability for the predicted character")
-    self_confidence = serializers.FloatField(help_text="The model's probability for the given label")
+    predicted = serializers.CharField(help_text="The character slug most of its neighbours carry")
+    probability = serializers.FloatField(help_text="The neighbours' weighted share for the predicted character")
+    self_confidence = serializers.FloatField(help_text="The neighbours' weighted share for the given label")
 
 
 class EvaluationRunSerializer(serializers.ModelSerializer):
