@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.ml.neighbours import neighbour_votes, suspects
 from apps.evaluation.models import EvaluationRun
 from apps.evaluation.selectors import label_issue_image_ids
 from apps.evaluation.services import evaluation_run_create, evaluation_run_execute
+from apps.ml.neighbours import neighbour_votes, suspects
 from tests.evaluation.conftest import make_characters, make_version, store_image
 
 
