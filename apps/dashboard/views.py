@@ -11,6 +11,7 @@ from apps.characters.models import Character
 from apps.characters.pages.forms import FreezeForm, FreezePreviewForm, ImportForm, suggested_version_name
 from apps.characters.selectors import dataset_stats, latest_dataset_version, version_summary
 from apps.evaluation.selectors import latest_character_metrics
+from apps.inference.selectors import character_serving
 
 from . import selectors
 
@@ -48,4 +49,5 @@ def character_detail(request, slug: str):
     except ValueError:
         page = 1
     context = selectors.character_page(character, page=page)
-    return render(request, "dashboard/character.html", {"character": character, **context})
+    return render(request, "dashboard/character.html", {"character": character, **context,
+                                                        "serving": character_serving(character.slug)})

@@ -121,6 +121,18 @@ def temperature_images(version: ModelVersion, split: str, limit: int | None = No
     return _version_images(version, split, limit or settings.KYARA_CALIBRATION_IMAGES)
 
 
+def character_serving(slug: str, alias: str = DEFAULT_ALIAS) -> dict:
+    """Who answers for a character in the model ``alias`` points at: ``classifier`` (a class of it), ``gallery``
+    (its approved images' prototype, until the next training makes it a class), or nobody (``None``)."""
+    version = ModelVersion.objects.filter(aliases__name=alias).select_related("gallery").first()
+    if version is None:
+        return {"version": None, "source": None, "images": 0}
+    gallery = getattr(version, "gallery", None)
+    images = gallery.counts[gallery.labels.index(slug)] if gallery and slug in gallery.labels else 0
+    source = "classifier" if slug in version.labels else "gallery" if images else None
+    return {"version": version.name, "source": source, "images": images}
+
+
 def metrics_summary(metrics: dict) -> dict:
     """The scalar, top-level metrics (accuracy, mean per-class accuracy...), not per-class tables."""
     return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}

@@ -43,17 +43,22 @@
     const body = el("div", { class: "body" });
     const top = answer.predictions[0] || {};
     const title = answer.unknown ? "Unknown character" : (top.name || answer.label);
-    body.append(el("p", { class: "label", "data-label": answer.label }, title,
-      answer.unknown ? el("span", { class: "badge unknown-flag", style: "margin-left:.4rem" }, "unknown") : null));
+    body.append(el("p", { class: "label", "data-label": answer.label, "data-source": answer.source || "" }, title,
+      answer.unknown ? el("span", { class: "badge unknown-flag", style: "margin-left:.4rem" }, "unknown") : null,
+      answer.source === "gallery" ? el("span", { class: "badge gallery-flag", style: "margin-left:.4rem",
+        title: "No class of the model: answered from this character's approved images (the gallery)" }, "gallery") : null));
     if (answer.unknown) {
-      body.append(el("p", { class: "meta" },
-        `Top-1 ${pct(top.probability)} is below the model's threshold ${pct(answer.threshold)}; closest: ${top.name || top.slug}.`));
+      const why = answer.stranger >= 0.5 || (answer.threshold != null && top.probability >= answer.threshold)
+        ? `It looks like none of the characters the model knows (stranger ${pct(answer.stranger)})`
+        : `Top-1 ${pct(top.probability)} is below the model's threshold ${pct(answer.threshold)}`;
+      body.append(el("p", { class: "meta" }, `${why}; closest: ${top.name || top.slug}.`));
     } else if (top.series) {
       body.append(el("p", { class: "meta" }, typeof top.series === "string" ? top.series : (top.series.name || "")));
     }
     answer.predictions.forEach((p, index) => {
-      body.append(el("div", { class: "prob-row" + (index === 0 ? " top" : ""), title: p.slug },
-        el("span", { class: "name" }, p.name || p.slug),
+      body.append(el("div", { class: "prob-row" + (index === 0 ? " top" : ""), title: `${p.slug} (${p.source})`,
+        "data-source": p.source },
+        el("span", { class: "name" }, p.name || p.slug, p.source === "gallery" ? " ◇" : ""),
         el("span", { class: "bar" }, el("span", { style: `width:${(p.probability * 100).toFixed(1)}%` })),
         el("span", { class: "p" }, pct(p.probability))));
     });

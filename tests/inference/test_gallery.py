@@ -96,11 +96,15 @@ def test_a_rejected_or_relabelled_image_leaves_the_gallery_at_the_next_refresh(c
     assert YELLOW in first.labels and first.counts[first.labels.index(YELLOW)] == 3
     assert gallery_refresh(version=registry.v1).generation == first.generation  # nothing changed: not rebuilt
     assert _predict(api_client, yellow(600))["label"] == YELLOW
+    page = api_client.get(f"/ui/characters/{YELLOW}/").content.decode()  # the character's page says who answers
+    assert "gallery</span> 3 approved images of it, in simple-v1" in " ".join(page.split())
+    assert "a class of simple-v1" in api_client.get(f"/ui/characters/{RED}/").content.decode()
     image_reject(image_ids=[image.pk for image in images], reason="wrong_character")
     second = gallery_refresh(version=registry.v1)
     assert second.generation == first.generation + 1 and YELLOW not in second.labels
     gallery_cache.clear()
     assert _predict(api_client, yellow(600))["label"] != YELLOW
+    assert "nobody yet" in api_client.get(f"/ui/characters/{YELLOW}/").content.decode()
     assert Image.objects.filter(status="approved", character=bard).count() == 0
 
 
