@@ -397,6 +397,7 @@ def comparison_of(cycle: Cycle) -> dict:
               "baseline": cycle.baseline_model.name if cycle.baseline_model_id else None, "splits": []}
     if cycle.baseline_model_id is None:
         return {**result, "better": True, "reason": "no default model to beat"}
+    result["gallery"] = gallery_coverage(cycle)
     losing = []
     for split, (mine, theirs) in (("new", ("evaluation", "baseline_evaluation")),
                                   ("previous", ("evaluation_previous", "baseline_evaluation_previous"))):
@@ -422,6 +423,20 @@ def comparison_of(cycle: Cycle) -> dict:
         return {**result, "better": False, "reason": "not better by the margin: " + "; ".join(losing)}
     gains = ", ".join(f"{s['delta']:+.1%} on {s['dataset_version']}/test" for s in result["splits"])
     return {**result, "better": True, "reason": f"better by the margin: {gains}"}
+
+
+def gallery_coverage(cycle: Cycle) -> dict:
+    """What the gallery covered until this training: the characters default answered from their approved images
+    (no class of its own) on the new version's test split, how well, and which of them the new model has as classes."""
+    run = cycle.baseline_evaluation
+    if run is None:
+        return {"characters": 0, "rows": []}
+    candidate = set(cycle.training_job.model_version.labels)
+    rows = [{"character": row.label, "accuracy": row.accuracy, "support": row.support, "now_a_class": row.label in candidate}
+            for row in run.characters.filter(source="gallery").order_by("label")]
+    measured = [row["accuracy"] for row in rows if row["accuracy"] is not None]
+    return {"characters": len(rows), "now_classes": sum(row["now_a_class"] for row in rows),
+            "mean_accuracy": sum(measured) / len(measured) if measured else None, "rows": rows[:50]}
 
 
 def _percent(value: float | None) -> str:
