@@ -229,14 +229,16 @@ class GalleryView:
     def active(self) -> bool:
         """Whether answers go through the prototypes (a gallery character, or the classes' own prototypes, which
         also say how far an image is from everything the model knows)."""
-        return bool(self.labels) or bool(self.classes.size and np.abs(self.classes).sum())
+        return not self.weighed.empty
+
+    def __post_init__(self) -> None:
+        self.weighed = gallery_math.Prototypes.of(self.classes, self.prototypes)
 
     def extend(self, probabilities: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities over the classes then the gallery's characters, the chance each image is a stranger)."""
         if not self.active or embeddings.shape[1] != self.classes.shape[1]:
             return probabilities, np.zeros(len(probabilities), dtype=np.float32)
-        return gallery_math.combine(probabilities, embeddings, self.classes, self.prototypes, self.mapping,
-                                    self.mean)
+        return gallery_math.combine(probabilities, embeddings, self.weighed, self.mapping, self.mean)
 
 
 EMPTY = GalleryView(generation=0, labels=[], prototypes=np.zeros((0, 0), np.float32),

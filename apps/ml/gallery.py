@@ -22,6 +22,7 @@ so the simulated competition was weaker than a real new character meets, and the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,34 +58,54 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def mixture(embeddings: np.ndarray, prototypes: np.ndarray, mapping: dict, mean: np.ndarray | None) -> np.ndarray:
-    """``N × (K + 1)``: the softmax over the scaled cosines to ``K`` prototypes (a zero row takes no mass) and,
-    last, the background: the share no prototype is close enough to claim (``mapping["background"]``, the
-    cosine at which an image is as likely a stranger as that prototype's; none without one)."""
+@dataclass
+class Prototypes:
+    """Every prototype an answer is weighed against, prepared once per gallery (not per request): the classifier's
+    ``classes`` first, in its output order (a zero row for a class without approved images: it takes no
+    prototype mass of its own), then the gallery characters'."""
+
+    matrix: np.ndarray  # K × D, float32
+    classes: int
+    present: np.ndarray  # K, bool
+
+    @classmethod
+    def of(cls, classes: np.ndarray, gallery: np.ndarray) -> Prototypes:
+        classes = np.asarray(classes, dtype=np.float32)
+        gallery = np.asarray(gallery, dtype=np.float32)
+        dim = classes.shape[-1] if classes.ndim == 2 else gallery.shape[-1] if gallery.ndim == 2 else 0
+        if not dim:
+            return cls(np.zeros((0, 0), dtype=np.float32), len(classes), np.zeros(0, dtype=bool))
+        matrix = np.ascontiguousarray(np.concatenate([classes.reshape(-1, dim), gallery.reshape(-1, dim)]))
+        return cls(matrix, len(classes), np.abs(matrix).sum(axis=1) > 0)
+
+    @property
+    def empty(self) -> bool:
+        return not self.present.any()
+
+
+def mixture(embeddings: np.ndarray, prototypes: Prototypes, mapping: dict, mean: np.ndarray | None) -> np.ndarray:
+    """``N × (K + 1)``: the softmax over the scaled cosines to the ``K`` prototypes and, last, the background: the
+    share no prototype is close enough to claim (``mapping["background"]``, the cosine at which an image is as
+    likely a stranger as that prototype's; none without one)."""
     e = centred(embeddings, mean)
-    logits = mapping["scale"] * (e @ np.asarray(prototypes, np.float32).T).astype(np.float64)
-    logits[:, np.abs(prototypes).sum(1) == 0] = -np.inf
+    logits = mapping["scale"] * (e @ prototypes.matrix.T).astype(np.float64)
+    logits[:, ~prototypes.present] = -np.inf
     background = mapping.get("background")
     column = np.full((len(e), 1), -np.inf if background is None else mapping["scale"] * background)
     return np.exp(log_softmax(np.concatenate([logits, column], axis=1)))
 
 
-def combine(probabilities: np.ndarray, embeddings: np.ndarray, classes: np.ndarray, gallery: np.ndarray, mapping: dict,
+def combine(probabilities: np.ndarray, embeddings: np.ndarray, prototypes: Prototypes, mapping: dict,
             mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(``N × (C + G)`` probabilities: the classifier's ``C`` calibrated columns, then the ``G`` gallery
     characters'; ``N`` stranger probabilities: the background's share, the chance the image shows a character
     none of them is). The answers are shared out as if the image were one of them (the background is left out
     and the rest renormalised), so their calibration does not depend on how many strangers are asked about; the
     stranger probability is calibrated against the fifth of strangers it was fitted with (``fit_background``).
-
-    ``classes``: ``C × D`` prototypes of the classifier's classes (a zero row for a class without approved
-    images: it takes no prototype mass of its own); ``gallery``: ``G × D``; both built from embeddings centred on
-    ``mean`` (``class_prototypes``). Without any prototype, the classifier's probabilities as they are."""
+    Prototypes are built from embeddings centred on ``mean`` (``class_prototypes``); without any, the classifier's
+    probabilities as they are."""
     p = np.asarray(probabilities, dtype=np.float64)
-    dim = np.shape(embeddings)[1]
-    prototypes = np.concatenate([np.asarray(classes, np.float32).reshape(-1, dim),
-                                 np.asarray(gallery, np.float32).reshape(-1, dim)])
-    if not np.abs(prototypes).sum():
+    if prototypes.empty:
         return p.astype(np.float32), np.zeros(len(p), dtype=np.float32)
     q = mixture(embeddings, prototypes, mapping, mean)
     stranger = q[:, -1]
@@ -113,7 +134,8 @@ def fit_scale(embeddings: np.ndarray, labels: Sequence[int], train_embeddings: n
     background = fit_background(cosine, y, 1.0 / temperature)
     # Who is answered "unknown": the stranger probability above which only (1 - keep) of these held-out images of
     # known characters lie, the same rule as the confidence threshold's.
-    stranger = mixture(embeddings, rows, {"scale": 1.0 / temperature, "background": background}, mean)[:, -1]
+    stranger = mixture(embeddings, Prototypes.of(rows, np.zeros((0, rows.shape[1]))),
+                       {"scale": 1.0 / temperature, "background": background}, mean)[:, -1]
     limit = float(np.quantile(stranger, keep)) if len(stranger) else STRANGER_LIMIT
     return {"scale": round(1.0 / temperature, 6), "fitted": True, "images": int(len(y)),
             "prototype_accuracy": round(float((cosine.argmax(1) == y).mean()), 6),

@@ -29,16 +29,16 @@ def test_the_mixture_is_the_classifier_without_a_gallery_and_one_distribution_wi
     classes = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # the third class has no approved image
     near_gallery = gallery.normalise(np.array([[-1.0, -0.1]]))
     mapping = {"scale": 5.0}
-    alone, stranger = gallery.combine(probabilities, near_gallery, np.zeros((3, 2)), np.zeros((0, 2)), mapping)
+    alone, stranger = gallery.combine(probabilities, near_gallery, gallery.Prototypes.of(np.zeros((3, 2)), np.zeros((0, 2))), mapping)
     assert alone == pytest.approx(probabilities) and stranger == pytest.approx([0])  # no prototype: the classifier
-    out, stranger = gallery.combine(probabilities, near_gallery, classes, np.array([[-1.0, 0.0]]), mapping)
+    out, stranger = gallery.combine(probabilities, near_gallery, gallery.Prototypes.of(classes, [[-1.0, 0.0]]), mapping)
     assert stranger == pytest.approx([0])  # no background fitted: nobody is a stranger
     q = softmax(5.0 * np.array([[near_gallery[0] @ [1, 0], near_gallery[0] @ [0, 1], near_gallery[0] @ [-1, 0]]]))[0]
     expected = [*(q[0] + q[1]) * probabilities[0], q[2]]
     assert out.shape == (1, 4) and out[0] == pytest.approx(expected, rel=1e-5) and out.sum() == pytest.approx(1.0)
     assert out[0].argmax() == 3  # closer to the gallery character than to any class
     near_class = gallery.normalise(np.array([[1.0, 0.05]]))
-    kept, _ = gallery.combine(probabilities, near_class, classes, np.array([[-1.0, 0.0]]), mapping)
+    kept, _ = gallery.combine(probabilities, near_class, gallery.Prototypes.of(classes, [[-1.0, 0.0]]), mapping)
     assert kept[0].argmax() == 0 and kept[0, :3] / kept[0, :3].sum() == pytest.approx(probabilities[0], rel=1e-5)
 
 
@@ -55,12 +55,12 @@ def test_the_fitted_scale_answers_new_characters_and_keeps_known_ones():
     _, classes = gallery.class_prototypes(vectors[base_train], list(labels[base_train]), mean)
     shots = np.concatenate([np.flatnonzero(train & (labels == c))[:5] for c in range(known, 12)])
     _, novel = gallery.class_prototypes(vectors[shots], list(labels[shots]), mean)
-    answers = gallery.combine(probabilities[test], vectors[test], classes, novel, mapping, mean)[0].argmax(1)
+    answers = gallery.combine(probabilities[test], vectors[test], gallery.Prototypes.of(classes, novel), mapping, mean)[0].argmax(1)
     new, base = labels[test] >= known, labels[test] < known
     assert (answers[new] == labels[test][new]).mean() >= 0.8
     classifier_alone = (probabilities[test][base].argmax(1) == labels[test][base]).mean()
     assert (answers[base] == labels[test][base]).mean() >= classifier_alone - 0.03
-    uncentred = gallery.combine(probabilities[test], vectors[test], classes, novel, mapping, None)[0].argmax(1)
+    uncentred = gallery.combine(probabilities[test], vectors[test], gallery.Prototypes.of(classes, novel), mapping, None)[0].argmax(1)
     assert (uncentred[new] == labels[test][new]).mean() < (answers[new] == labels[test][new]).mean()
 
 
@@ -80,10 +80,10 @@ def test_a_stranger_far_from_every_prototype_gets_the_background_and_known_answe
     assert -1 < mapping["background"] < 1
     mean = np.asarray(mapping["mean"])
     _, classes = gallery.class_prototypes(vectors[base_train], list(labels[base_train]), mean)
-    answers, stranger = gallery.combine(probabilities[test], vectors[test], classes, np.zeros((0, 32)), mapping, mean)
+    answers, stranger = gallery.combine(probabilities[test], vectors[test], gallery.Prototypes.of(classes, np.zeros((0, 32))), mapping, mean)
     new = labels[test] >= known  # classes 9-11: nobody has a prototype of them
     assert auroc(stranger[new], stranger[~new]) >= 0.9 and stranger[~new].mean() < 0.1
     assert answers.sum(1) == pytest.approx(np.ones(len(answers)), abs=1e-5)  # renormalised over the answers
     without = {key: value for key, value in mapping.items() if key != "background"}
-    plain, _ = gallery.combine(probabilities[test], vectors[test], classes, np.zeros((0, 32)), without, mean)
+    plain, _ = gallery.combine(probabilities[test], vectors[test], gallery.Prototypes.of(classes, np.zeros((0, 32))), without, mean)
     assert answers == pytest.approx(plain, abs=1e-5)  # the background changes who is a stranger, not the answers
