@@ -60,3 +60,21 @@ def test_without_a_default_there_is_nothing_to_beat(at_evaluate):
                                 "splits": []}
     assert cycle.baseline_model is None and cycle.baseline_evaluation is None and cycle.promoted
     assert ModelAlias.objects.get(name="default").version == at_evaluate["candidate"]
+
+
+def test_the_comparison_counts_what_the_gallery_covered(at_evaluate):
+    """The characters default answered from their approved images (its gallery) on the new test split, how well,
+    and which of them the new model has as classes."""
+    from apps.evaluation.models import CharacterResult
+    from apps.improvement.stages import gallery_coverage
+
+    cycle = at_evaluate["start"](promote_if_better=True, margin=0.3)
+    run = cycle.baseline_evaluation
+    assert cycle.comparison["gallery"] == {"characters": 0, "now_classes": 0, "mean_accuracy": None, "rows": []}
+    CharacterResult.objects.filter(run=run, label="char-0").update(source="gallery")  # as if default had no class
+    CharacterResult.objects.create(run=run, label="char-9", support=2, correct=1, accuracy=0.5, source="gallery",
+                                   in_model=False)
+    covered = gallery_coverage(cycle)
+    assert covered["characters"] == 2 and covered["now_classes"] == 1  # the new model knows char-0, not char-9
+    row = next(r for r in covered["rows"] if r["character"] == "char-0")
+    assert covered["mean_accuracy"] == (row["accuracy"] + 0.5) / 2 and row["now_a_class"]
