@@ -33,6 +33,7 @@ from apps.characters.models import Character, Image, ImageEvent
 from apps.core.queue import enqueue
 from apps.ml import gallery as gallery_math
 
+from .loading import character_info, predictor_cache
 from .models import Gallery, ImageEmbedding, ModelAlias, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,6 @@ def _read(name: str) -> bytes:
 def embeddings_compute(*, version: ModelVersion, image_ids: list[int]) -> dict:
     """Embed images by ``version`` through its serving predictor, ``EMBED_CHUNK`` at a time; the ones that cannot
     be decoded are counted, not raised."""
-    from .loading import predictor_cache
-
     predictor = predictor_cache.get(version).predictor
     stored = failed = 0
     for start in range(0, len(image_ids), EMBED_CHUNK):
@@ -245,14 +244,6 @@ EMPTY = GalleryView(generation=0, labels=[], prototypes=np.zeros((0, 0), np.floa
                     classes=np.zeros((0, 0), np.float32), mapping={})
 
 
-def _character_info(slugs: list[str]) -> dict[str, dict]:
-    info = {slug: {"slug": slug, "name": slug, "series": None} for slug in slugs}
-    for character in Character.objects.filter(slug__in=slugs).select_related("series"):
-        info[character.slug] = {"slug": character.slug, "name": character.name,
-                                "series": {"slug": character.series.slug, "name": character.series.name}}
-    return info
-
-
 class GalleryCache:
     """Per process: each version's gallery view, re-read when its generation moved (asked at most every
     ``KYARA_GALLERY_POLL_SECONDS``)."""
@@ -298,7 +289,7 @@ class GalleryCache:
                    **{key: fitted[key] for key in ("scale", "background", "stranger_limit") if key in fitted}}
         mean = np.frombuffer(bytes(gallery.mean), dtype=np.float32) if gallery.mean else None
         return GalleryView(generation=gallery.generation, labels=labels, prototypes=prototypes, classes=classes,
-                           mapping=mapping, mean=mean, characters=_character_info(labels))
+                           mapping=mapping, mean=mean, characters=character_info(labels))
 
     def clear(self) -> None:
         with self._lock:

@@ -50,7 +50,7 @@ class LoadedModel:
                 "labels": len(self.predictor.labels), "loaded_at": self.loaded_at, **self.predictor.info}
 
 
-def _character_info(labels: list[str]) -> dict[str, dict]:
+def character_info(labels: list[str]) -> dict[str, dict]:
     from apps.characters.models import Character
 
     info = {slug: {"slug": slug, "name": slug, "series": None} for slug in labels}
@@ -208,7 +208,7 @@ class PredictorCache:
                 self._load_locks.pop(key, None)
             self._record(version, available=False, reason=reason)
             raise unavailable(version, reason) from None
-        entry = LoadedModel(version.pk, version.name, predictor, _character_info(predictor.labels))
+        entry = LoadedModel(version.pk, version.name, predictor, character_info(predictor.labels))
         self._record(version, available=True, backend=predictor.backend_name)
         logger.info("Loaded model version %s (%s)", version.name, predictor.info)
         return entry
