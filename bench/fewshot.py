@@ -195,9 +195,9 @@ def main() -> int:
                 proc.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
+    print_table(report)
     return 0
 
 

@@ -244,6 +244,14 @@ EMPTY = GalleryView(generation=0, labels=[], prototypes=np.zeros((0, 0), np.floa
                     classes=np.zeros((0, 0), np.float32), mapping={})
 
 
+def answers_from_gallery(version: ModelVersion) -> bool:
+    """Whether ``version`` answers through its prototypes: only with a prototype scale fitted on images it did not
+    train on (training fits one; ``manage.py calibrate`` does for a version registered without). Without one, the
+    gallery's probabilities would not be calibrated, and auto-approval and ``unknown`` read them as if they were;
+    such a version answers from its classifier alone, as before galleries existed."""
+    return bool(((version.calibration or {}).get("gallery") or {}).get("fitted"))
+
+
 class GalleryCache:
     """Per process: each version's gallery view, re-read when its generation moved (asked at most every
     ``KYARA_GALLERY_POLL_SECONDS``)."""
@@ -273,6 +281,9 @@ class GalleryCache:
     @staticmethod
     def _load(version: ModelVersion) -> GalleryView:
         gallery = Gallery.objects.get(pk=version.pk)
+        if not answers_from_gallery(version):  # uncalibrated: its gallery's probabilities would mean nothing
+            return GalleryView(generation=gallery.generation, labels=[], prototypes=np.zeros((0, 0), np.float32),
+                               classes=np.zeros((0, 0), np.float32), mapping={})
         known = {slug: i for i, slug in enumerate(version.labels)}
         rows = [i for i, slug in enumerate(gallery.labels) if slug not in known]
         prototypes = from_blobs([], gallery.dim)

@@ -11,6 +11,7 @@ from django.core.cache import cache
 from apps.core.api import DATABASE_DOWN, ServiceError
 from apps.core.storage import read_stored
 
+from .gallery import answers_from_gallery
 from .loading import predictor_cache  # torch-free: the runtime is imported when a model loads
 from .models import AliasChange, ModelAlias, ModelVersion
 
@@ -129,8 +130,9 @@ def character_serving(slug: str, alias: str = DEFAULT_ALIAS) -> dict:
         return {"version": None, "source": None, "images": 0}
     gallery = getattr(version, "gallery", None)
     images = gallery.counts[gallery.labels.index(slug)] if gallery and slug in gallery.labels else 0
-    source = "classifier" if slug in version.labels else "gallery" if images else None
-    return {"version": version.name, "source": source, "images": images}
+    fitted = answers_from_gallery(version)
+    source = "classifier" if slug in version.labels else "gallery" if images and fitted else None
+    return {"version": version.name, "source": source, "images": images, "gallery_fitted": fitted}
 
 
 def metrics_summary(metrics: dict) -> dict:

@@ -158,3 +158,22 @@ def test_characters_outside_the_model_are_answered_unknown_and_measured(calibrat
     assert not DatasetVersion.objects.filter(pk=version.pk, items__character=bard, items__image__status="approved")
     answer = _predict(api_client, yellow(900))
     assert answer["label"] == "unknown" and answer["unknown"] and answer["source"] is None
+
+
+@pytest.mark.django_db
+def test_a_version_without_a_fitted_prototype_scale_answers_from_its_classifier_alone(quiet, registry, api_client):
+    """Its gallery's probabilities would not be calibrated (auto-approval and unknown read them as if they were):
+    it answers as before galleries existed, and the character's page says how to change that."""
+    from apps.characters.services import image_ingest
+
+    series = Series.objects.get(slug="colors")
+    bard = Character.objects.create(series=series, slug=YELLOW, name="Yellow Bard")
+    for seed in range(4):
+        image_ingest(data=yellow(seed), source_kind="import", character=bard, status="approved",
+                     near_duplicate_policy="skip")
+    built = gallery_refresh(version=registry.v1)
+    assert YELLOW in built.labels  # built all the same: a calibrate makes it answer at once
+    answer = _predict(api_client, yellow(950))
+    assert answer["model"]["gallery_characters"] == 0 and answer["label"] in LABELS
+    assert {p["source"] for p in answer["predictions"]} == {"classifier"} and answer["stranger"] == 0
+    assert "manage.py calibrate simple-v1" in api_client.get(f"/ui/characters/{YELLOW}/").content.decode()
