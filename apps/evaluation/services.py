@@ -356,7 +356,8 @@ def _calibration_stage(run: EvaluationRun, predictor, done: _Predictions, measur
     raw = calibration_math.softmax(calibration_math.logits_of(done.probabilities), 1.0 / temperature)
     ece, reliability = metrics.calibration(raw.max(axis=1), measured.correct,
                                            bins=settings.KYARA_EVAL_CALIBRATION_BINS)
-    return {"temperature": temperature, "fitted": dict(run.model_version.calibration or {}),
+    fitted = {key: value for key, value in (run.model_version.calibration or {}).items() if key != "gallery"}
+    return {"temperature": temperature, "fitted": fitted,
             "ece_uncalibrated": ece, "reliability_uncalibrated": reliability}
 
 

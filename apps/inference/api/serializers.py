@@ -13,12 +13,22 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     unavailable_reason = serializers.SerializerMethodField()
     loaded = serializers.SerializerMethodField()
     runtime = serializers.SerializerMethodField()
+    calibration = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = ["id", "name", "architecture", "labels", "input_size", "normalization", "parameters", "size_bytes",
                   "artifact_sha256", "confidence_threshold", "calibration", "metrics", "aliases", "available", "unavailable_reason",
                   "loaded", "runtime", "dataset_version", "training_job_id", "notes", "created_at"]
+
+    @extend_schema_field(serializers.DictField(help_text=(
+        "How its probabilities are calibrated: temperature, split, images, ECE and NLL before and after, who fitted "
+        "it; gallery: the prototype scale, background and stranger limit (the centre vector is left out)")))
+    def get_calibration(self, obj) -> dict:
+        calibration = dict(obj.calibration or {})
+        if isinstance(calibration.get("gallery"), dict):
+            calibration["gallery"] = {k: v for k, v in calibration["gallery"].items() if k != "mean"}
+        return calibration
 
     def get_aliases(self, obj) -> list[str]:
         return sorted(alias.name for alias in obj.aliases.all())
