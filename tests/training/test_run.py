@@ -45,6 +45,14 @@ def test_train_job_trains_registers_a_model_version_and_signals(dataset_version,
     assert mv.artifact_sha256 == file_sha256(mv.artifact_path) and mv.metrics["best_val_accuracy"] == job.best_val_accuracy
     model, meta = load_serving_artifact(mv.artifact_path)
     assert meta.labels == mv.labels and meta.normalization == mv.normalization
+    # Registered calibrated: the temperature fitted on val (the artifact carries it too), and the gallery's
+    # prototype scale fitted on val against train prototypes, through the weights that never saw val.
+    calibration = mv.calibration
+    assert calibration["fitted_by"] == "training" and calibration["split"] == "val"
+    assert mv.temperature == pytest.approx(meta.temperature) and calibration["nll_after"] <= calibration["nll_before"]
+    gallery = calibration["gallery"]
+    assert gallery["fitted"] and gallery["scale"] > 0 and len(gallery["mean"]) > 0 and gallery["images"] > 0
+    assert gallery["fitted_with"] == ("selection" if job.summary.get("refit") else "served")
 
 
 @pytest.mark.django_db
