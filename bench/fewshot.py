@@ -19,8 +19,9 @@ In a throwaway ``KYARA_DATA_DIR`` (SQLite, 127.0.0.1 only, ``KYARA_MIN_IMAGE_SID
    test images and every novel image, before any shot: open-set AUROC (known vs never-seen characters) and the
    share answered ``unknown`` of each.
 3. For k in ``--shots`` (cumulative): ``import_images`` of k approved images per novel class; the seconds until
-   ``/predict`` names every novel class on one of its own shots (the worker embeds them and rebuilds the gallery;
-   the server reloads it); then novel-class top-1 among all classes on the novel test images, and base-class top-1.
+   ``/predict`` answers from them (the worker embeds them and rebuilds the gallery, the server reloads it: the
+   answer's ``gallery_generation`` moves and ``gallery_characters`` counts every novel class); then novel-class
+   top-1 among all classes on the novel test images, and base-class top-1.
 4. A full retrain that includes the novel classes (every novel image but the test ones): ``freeze_dataset``,
    ``train``; its top-1 on the same novel test images through the API, and its wall time.
 
@@ -279,6 +280,7 @@ def run(args, shots: list[int], work: Path, deadline: Deadline, processes: list)
 
     # Gallery characters, k shots each, cumulative.
     test_paths = [p for name in novel_test for p in novel_test[name]]
+    generation = api.one(base_test[0])["model"]["gallery_generation"]
     novel_slugs: dict[str, str] = {}
     gallery = []
     done = 0
@@ -290,14 +292,15 @@ def run(args, shots: list[int], work: Path, deadline: Deadline, processes: list)
         began = time.monotonic()
         step(["import_images", str(batch), "--json"])
         novel_slugs = novel_slugs or slugs_of(env, [f.name for f in novel])
-        firsts = {name: pools[name][0] for name in pools}
+        probe = next(iter(pools.values()))[0]
         waited = None
         while waited is None and time.monotonic() - began < 300:
             deadline.check("gallery")
-            if all(api.one(path)["predictions"][0]["slug"] == novel_slugs[name] for name, path in firsts.items()):
-                waited = time.monotonic() - began
+            model = api.one(probe)["model"]
+            if model["gallery_generation"] > generation and model["gallery_characters"] == len(novel):
+                waited, generation = time.monotonic() - began, model["gallery_generation"]
             else:
-                time.sleep(1)
+                time.sleep(0.5)
         truth = [novel_slugs[p.parent.name] for p in test_paths]
         novel_answers = api.answers(test_paths)
         base_answers = api.answers(base_test)

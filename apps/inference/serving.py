@@ -127,6 +127,7 @@ def predict_uploads(*, model: str | None, uploads: list[Upload], top_k, batch: b
     return {
         "model": {"version": version.name, "alias": alias, "requested": model or "default",
                   "architecture": version.architecture, "gallery_characters": len(view.labels),
+                  "gallery_generation": view.generation,
                   "backend": backend or (loaded_now.predictor.backend_name if loaded_now else None)},
         "results": results,
         "time_ms": round((time.perf_counter() - started) * 1000, 3),
