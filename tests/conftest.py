@@ -17,10 +17,18 @@ SCALE_RUN = os.environ.get("KYARA_SCALE_RUN") == "1"
 REQUIRE_SERVICES = os.environ.get("KYARA_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """In the scale run keep only the tests marked ``backend``: those whose outcome can differ on PostgreSQL,
+    """Under pytest-xdist (``-n 2 --dist loadgroup``) the browser tests share one worker, one after another
+    (one Chromium); the others spread over the workers.
+
+    In the scale run keep only the tests marked ``backend``: those whose outcome can differ on PostgreSQL,
     Redis or S3 (SQL and locking, the queue's broker, the cache, storage, the fault tests). Every other test
     ran on SQLite in the first pass, through the same code; running it again on PostgreSQL checks nothing new."""
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if item.get_closest_marker("browser"):
+                item.add_marker(pytest.mark.xdist_group("browser"))
     if not SCALE_RUN:
         return
     keep, drop = [], []

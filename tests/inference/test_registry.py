@@ -18,6 +18,7 @@ from tests.conftest import wait_for
 from .conftest import LABELS, class_image_bytes
 
 
+@pytest.mark.backend
 def test_alias_set_records_who_when_from_to_why(registry, staff_user):
     change = services.model_alias_set(name="default", version="simple-v2", actor=staff_user, why="better val")
     assert (change.alias, change.from_version, change.to_version, change.actor, change.why, change.kind) == (
@@ -26,6 +27,7 @@ def test_alias_set_records_who_when_from_to_why(registry, staff_user):
     assert predictor_cache.peek(registry.v2) is not None  # warmed before the alias moved
 
 
+@pytest.mark.backend
 def test_rollback_returns_to_the_previous_version_and_is_recorded(registry, staff_user):
     services.model_alias_set(name="default", version=registry.v2, why="try v2")
     change = services.model_alias_rollback(name="default", actor=staff_user, why="v2 regressed")
@@ -37,6 +39,7 @@ def test_rollback_returns_to_the_previous_version_and_is_recorded(registry, staf
     assert AliasChange.objects.filter(alias="default").count() == 4
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_an_answer_cached_by_a_request_that_raced_a_move_is_never_read(registry):
     """A request reads the alias (old version) just before a move commits and writes its cache entry just after
@@ -145,6 +148,7 @@ def test_alias_watcher_warms_the_default_model(registry):
     assert [m["version"] for m in predictor_cache.describe()] == ["simple-v1"]
 
 
+@pytest.mark.backend
 @pytest.mark.cache
 def test_result_cache_on_redis(redis_url, settings, api_client, registry):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url,
@@ -167,6 +171,7 @@ def _file(data: bytes, name: str = "picture.jpg"):
     return SimpleUploadedFile(name, data)
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_alias_switch_and_rollback_under_concurrent_requests(live_server, characters, trained_artifacts):
     """Four clients keep predicting over real HTTP while the alias moves and rolls back: no request fails,
