@@ -65,6 +65,26 @@ def test_rollback_refusals(registry):
     assert caught.value.code == "unknown_alias" and caught.value.status_code == 404
 
 
+@pytest.mark.backend
+def test_a_rollback_refuses_when_the_alias_moved_while_its_target_loaded(registry, monkeypatch):
+    """A rollback reads the alias's last change, loads its target outside the transaction, then moves the alias
+    under a lock: a move that landed in between is not undone blindly (409, the alias stays where it went)."""
+    services.model_alias_set(name="default", version=registry.v2, why="try v2")
+    load = services._ensure_loadable
+
+    def another_move_meanwhile(target) -> None:
+        load(target)
+        monkeypatch.setattr(services, "_ensure_loadable", load)
+        services.model_alias_set(name="default", version=registry.v1, why="moved by someone else meanwhile")
+
+    monkeypatch.setattr(services, "_ensure_loadable", another_move_meanwhile)
+    with pytest.raises(ServiceError) as caught:
+        services.model_alias_rollback(name="default", why="v2 regressed")
+    assert caught.value.code == "alias_changed" and caught.value.status_code == 409
+    assert ModelAlias.objects.get(name="default").version == registry.v1
+    assert list(AliasChange.objects.filter(alias="default").values_list("kind", flat=True)) == ["set"] * 3
+
+
 def test_invalid_alias_and_unknown_version(registry):
     with pytest.raises(ServiceError, match="lowercase"):
         services.model_alias_set(name="Bad Name!", version=registry.v1)
