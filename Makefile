@@ -7,14 +7,19 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# The SQLite pass of `make test` on this many pytest-xdist workers (1: none). The browser tests share one.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: run serve test test-fast test-scale install install-dev migrate admin worker bench lint clean help
+.PHONY: run serve test test-fast test-cov test-scale install install-dev migrate admin worker bench lint clean help
 
 help:
 	@echo "make run        install, migrate, ensure an admin, start web server + qcluster workers"
 	@echo "make serve      the same with gunicorn (production-grade) instead of the dev server"
-	@echo "make test       install dev requirements and run the whole suite (SQLite, then PostgreSQL+Redis)"
+	@echo "make test       install dev requirements and run the whole suite: SQLite (2 workers), then the"
+	@echo "                tests marked backend again on PostgreSQL+Redis+S3 (make test-scale alone)"
 	@echo "make test-fast  the SQLite run without the slow and browser tests (stops at the first failure)"
+	@echo "make test-cov   the SQLite pass with line coverage of apps/ (this process and the xdist workers)"
 	@echo "make worker     one queue's qcluster (QUEUE=default or QUEUE=training), e.g. on another machine"
 	@echo "make bench      run the speed scripts in bench/"
 
@@ -52,11 +57,15 @@ worker: install
 
 test: install-dev
 	bash scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 	bash scripts/test_scale.sh $(PYTEST_ARGS)
 
 test-fast: install-dev
 	$(BIN)/python -m pytest -x -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+test-cov: install-dev
+	bash scripts/ensure_chromium.sh
+	$(BIN)/python -m pytest $(XDIST) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test-scale: install-dev
 	bash scripts/test_scale.sh $(PYTEST_ARGS)

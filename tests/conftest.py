@@ -15,23 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCALE_RUN = os.environ.get("KYARA_SCALE_RUN") == "1"
 REQUIRE_SERVICES = os.environ.get("KYARA_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
-DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server", "admin_client",
-               "django_user_model", "admin_user", "staff_client", "api_client", "staff_api_client", "qcluster"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """In the scale run keep only the tests that touch the database, the queue or the cache."""
+    """Under pytest-xdist (``-n 2 --dist loadgroup``) the browser tests share one worker, one after another
+    (one Chromium); the others spread over the workers.
+
+    In the scale run keep only the tests marked ``backend``: those whose outcome can differ on PostgreSQL,
+    Redis or S3 (SQL and locking, the queue's broker, the cache, storage, the fault tests). Every other test
+    ran on SQLite in the first pass, through the same code; running it again on PostgreSQL checks nothing new."""
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if item.get_closest_marker("browser"):
+                item.add_marker(pytest.mark.xdist_group("browser"))
     if not SCALE_RUN:
         return
     keep, drop = [], []
     for item in items:
-        touches = (
-            item.get_closest_marker("django_db")
-            or item.get_closest_marker("queue")
-            or item.get_closest_marker("cache")
-            or DB_FIXTURES & set(getattr(item, "fixturenames", ()))
-        )
-        (keep if touches and not item.get_closest_marker("no_scale") else drop).append(item)
+        (keep if item.get_closest_marker("backend") and not item.get_closest_marker("no_scale") else drop).append(item)
     items[:] = keep
     config.hook.pytest_deselected(items=drop)
 

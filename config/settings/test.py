@@ -4,6 +4,13 @@ from pathlib import Path
 
 # Before base reads it: tests write under var/test unless told otherwise.
 os.environ.setdefault("KYARA_DATA_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
+# pytest-xdist: each worker (gw0, gw1, ...) writes under a folder of its own inside it: its SQLite file, logs,
+# artifacts (job-1-... in two workers' databases), imports and caches. The child processes a test starts
+# inherit both variables and keep the worker's folder.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker and os.environ.get("KYARA_TEST_WORKER_DIR") != _worker:
+    os.environ["KYARA_DATA_DIR"] = str(Path(os.environ["KYARA_DATA_DIR"]) / _worker)
+    os.environ["KYARA_TEST_WORKER_DIR"] = _worker
 # No test reaches the internet: weights: auto looks on disk only (the training child processes inherit this).
 os.environ.setdefault("KYARA_WEIGHTS_DOWNLOAD", "0")
 # ... and torchvision's weights cache is the suite's own, so what a developer's machine holds changes nothing.

@@ -15,6 +15,7 @@ def upload(client, seed=1, **extra):
     return client.post("/api/v1/images/", {"file": SimpleUploadedFile("x.png", data), **extra}, format="multipart")
 
 
+@pytest.mark.backend
 def test_series_and_characters_are_listed_with_counts(api_client, character):
     image_ingest(data=make_image_bytes(1), source_kind="import", character=character)
     series = api_client.get("/api/v1/series/").json()["results"]
@@ -62,6 +63,7 @@ def test_upload_too_large_is_413(staff_api_client, settings):
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
 
 
+@pytest.mark.backend
 def test_curation_actions_are_audited(staff_api_client, character, other_character, staff_user):
     image = image_ingest(data=make_image_bytes(3), source_kind="upload", character=character).image
     url = f"/api/v1/images/{image.pk}"
@@ -82,6 +84,7 @@ def test_curation_actions_are_audited(staff_api_client, character, other_charact
     assert image.file.name.startswith("images/")  # relabel never moves the file
 
 
+@pytest.mark.backend
 def test_image_filters(api_client, character, other_character):
     image_ingest(data=make_image_bytes(1), source_kind="import", character=character)
     image_ingest(data=make_image_bytes(2), source_kind="upload", character=other_character)

@@ -7,7 +7,7 @@ import pytest
 from apps.characters.models import Character, Image, Series
 from apps.characters.services import image_ingest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.backend]
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def _library(n_chars=3, per_char=20, near_copies=3, posts=False):
     return chars
 
 
+@pytest.mark.backend
 def test_freeze_is_stratified_group_aware_and_leak_free():
     _library(near_copies=4, posts=True)
     result = run_json("freeze_dataset", "--name", "v1", "--seed", "3")
@@ -136,6 +137,7 @@ def test_freeze_is_stratified_group_aware_and_leak_free():
     assert len({items[i.pk] for images in posts.values() for i in images}) == 3  # and posts land in every split
 
 
+@pytest.mark.backend
 def test_freeze_is_reproducible_and_hashes_content():
     _library(n_chars=2, per_char=12, near_copies=0)
     a = dataset_version_freeze(name="a", seed=1)

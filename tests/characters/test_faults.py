@@ -28,7 +28,7 @@ from apps.characters.models import Image
 from tests.conftest import make_image_bytes, running_gunicorn, wait_for
 from tests.faults import assert_nothing_half_written, media_name, sigkill
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.backend]
 
 
 def multipart(data: bytes, name: str) -> tuple[bytes, str]:

@@ -159,6 +159,7 @@ class TestDedupe:
         assert "phash_b0" in sql and "phash_b3" in sql and " IN " in sql
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_ingests_of_the_same_file_leave_one_image():
     data = make_image_bytes(31)

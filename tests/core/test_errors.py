@@ -5,7 +5,7 @@ import pytest
 from apps.characters.services import character_get_or_create, image_ingest, series_get_or_create
 from tests.conftest import make_image_bytes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.backend]
 
 
 def error_of(response) -> dict:

@@ -39,6 +39,8 @@ from apps.core.jobs import (
 from apps.crawling.models import CrawlJob
 from tests.conftest import running_qcluster, wait_for
 
+pytestmark = pytest.mark.backend
+
 LONG_AGO = timedelta(hours=1)
 
 

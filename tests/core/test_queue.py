@@ -7,7 +7,7 @@ from apps.core.queue import enqueue
 from apps.core.tasks import heartbeat
 from tests.conftest import wait_for
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.backend]
 
 
 def test_enqueue_runs_in_a_real_qcluster_worker(qcluster):

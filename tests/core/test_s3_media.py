@@ -20,7 +20,7 @@ import requests
 from tests.conftest import ROOT, SCALE_RUN, child_env, require_service, running_gunicorn
 from tests.ml.images import class_image_bytes
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.backend]
 
 CLASSES = 3
 PER_CLASS = 14

@@ -20,7 +20,7 @@ from tests.inference.conftest import (  # noqa: F401 - fixtures reused
 
 RED, GREEN, BLUE = LABELS
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.backend]
 
 
 def test_a_crawl_with_the_policy_gets_what_the_model_confirms_approved(registry, characters, world, tmp_path,  # noqa: F811

@@ -21,7 +21,7 @@ from tests.conftest import ROOT, child_env, make_image_bytes, running_qcluster, 
 from tests.crawling.conftest import crawl_worker_env, standard_posts
 from tests.faults import assert_nothing_half_written, sigkill
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.backend]
 
 
 def finished(job_id: int) -> CrawlJob | None:

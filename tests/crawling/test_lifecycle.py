@@ -18,7 +18,7 @@ from apps.crawling.services import crawl_job_create, crawl_job_retry, crawl_job_
 from tests.conftest import running_qcluster, wait_for
 from tests.crawling.conftest import crawl_environment, standard_posts
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.backend]
 
 LOST_AFTER = 1.5  # seconds without a heartbeat before the sweep takes a job for dead
 RETRY_AFTER = 4  # the site's Retry-After on the first listing request: well past LOST_AFTER

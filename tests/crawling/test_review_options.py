@@ -21,6 +21,7 @@ pytestmark = pytest.mark.django_db
 OUT_OF_RANGE = [0, -0.5, 1.0001, 2]
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_gives_existing_jobs_the_defaults_and_guards_the_threshold():
     before = [("crawling", "0002_job_lifecycle")]

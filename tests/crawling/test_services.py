@@ -37,6 +37,7 @@ def clean_world(world, count=20, top=120):
 
 # --- validation -------------------------------------------------------------------------------------
 
+@pytest.mark.backend
 def test_create_validates_and_queues_after_commit(crawl_settings, character, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         job = crawl_job_create(source="danbooru", character=character, quota=5)
@@ -159,6 +160,7 @@ def test_approved_option_and_provenance(world, crawl_settings, character):
 
 # --- cancel and retry -------------------------------------------------------------------------------
 
+@pytest.mark.backend
 def test_cancel_a_queued_job_and_it_never_runs(world, crawl_settings, character):
     job = crawl_job_create(source="danbooru", character=character, quota=3, queue=False)
     crawl_job_cancel(job=job)
@@ -239,6 +241,7 @@ def test_crawl_command_unlabelled_and_errors(world, crawl_settings, character):
         call_command("crawl", "--source", "danbooru", "--character", "ghost", "--quota", "1")
 
 
+@pytest.mark.backend
 def test_a_job_whose_worker_died_is_marked_and_can_be_retried(crawl_settings, character):
     from datetime import timedelta
 
@@ -257,6 +260,7 @@ def test_a_job_whose_worker_died_is_marked_and_can_be_retried(crawl_settings, ch
     assert (job.status, job.stop_reason) == ("failed", "worker_lost")
 
 
+@pytest.mark.backend
 def test_the_sweep_marks_dead_jobs_and_the_listing_shows_them(crawl_settings, character, api_client):
     from datetime import timedelta
 

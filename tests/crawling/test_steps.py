@@ -203,6 +203,7 @@ def test_a_source_with_a_wrong_step_list_is_refused_before_anything_runs(crawl_s
 
 # --- suggestions and the auto-review policy ---------------------------------------------------------------
 
+@pytest.mark.backend
 def test_new_pending_images_go_to_the_review_task_with_the_jobs_policy(world, crawl_settings, character,
                                                                       suggestion_tasks):
     clean_world(world, ["ok", "ok", "copy", "ok"])  # the copy is an exact duplicate: stored once
@@ -222,6 +223,7 @@ def test_new_pending_images_go_to_the_review_task_with_the_jobs_policy(world, cr
     assert approved.accepted == 1 and len(suggestion_tasks()) == 2  # approved already: nothing to review
 
 
+@pytest.mark.backend
 def test_suggestions_go_out_in_batches_while_the_crawl_runs_and_the_rest_at_its_end(suggestion_tasks):
     step = Suggest(0.5, batch=2)
     for pk, status in [(1, "pending"), (2, "approved"), (3, "pending"), (4, "pending")]:

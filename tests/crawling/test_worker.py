@@ -8,7 +8,7 @@ from apps.crawling.models import CrawlJob
 from tests.conftest import wait_for
 from tests.crawling.conftest import STANDARD_ACCEPTED
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.backend]
 
 
 def finished(job_id):

@@ -20,7 +20,9 @@ from tests.crawling.conftest import character, crawl_settings, world  # noqa: F4
 # one unless told it is safe (it is: the loop only talks to the browser).
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-SCREENSHOTS = Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test")) / "screenshots"
+_DATA = Path(os.environ.get("KYARA_DATA_DIR", ROOT / "var" / "test"))
+# Under pytest-xdist the data folder is the worker's (config/settings/test.py); screenshots stay in one place.
+SCREENSHOTS = (_DATA.parent if os.environ.get("KYARA_TEST_WORKER_DIR") else _DATA) / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 

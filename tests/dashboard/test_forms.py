@@ -252,6 +252,7 @@ def test_a_damaged_picture_inside_a_readable_zip_is_counted_and_the_rest_importe
                                                                             ("series_one/2.png", "pending")]
 
 
+@pytest.mark.backend
 def test_a_big_zip_is_imported_by_the_worker_task(staff_client, imports_dir, settings,
                                                   django_capture_on_commit_callbacks):
     from apps.characters.models import Image, ImportJob
@@ -406,6 +407,7 @@ def test_a_dataset_version_that_cannot_train_is_refused_next_to_its_field(staff_
     assert not TrainingJob.objects.exists()
 
 
+@pytest.mark.backend
 @pytest.mark.slow
 @pytest.mark.usefixtures("launcher_env")
 def test_the_start_form_trains_a_model_through_the_training_service(staff_client, staff_user,

@@ -73,6 +73,7 @@ def test_no_evaluation_when_switched_off_or_without_test_images(settings, caplog
     assert "has no test images" in _receiver_said(caplog) and EvaluationRun.objects.count() == 1
 
 
+@pytest.mark.backend
 @pytest.mark.slow
 @pytest.mark.queue
 def test_a_real_worker_trains_then_evaluates(qcluster):

@@ -198,6 +198,7 @@ def test_refuses_an_empty_or_unknown_split(three_characters, rigged):
         services.evaluation_run_create(model_version=rigged, dataset_version=empty, split="holdout")
 
 
+@pytest.mark.backend
 def test_create_queues_the_task_after_commit(version, rigged, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
     monkeypatch.setattr(services, "enqueue", lambda *args, **kwargs: queued.append((args, kwargs)))
@@ -251,6 +252,7 @@ def test_probabilities_are_those_of_the_serving_predictor(version, rigged):
     assert np.allclose(probabilities, softmax(LOGITS), atol=1e-6)
 
 
+@pytest.mark.backend
 def test_a_run_whose_worker_died_is_marked_lost_and_can_be_run_again(version, rigged, settings, api_client):
     from datetime import timedelta
 

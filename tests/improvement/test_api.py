@@ -70,6 +70,7 @@ def test_only_staff_start_and_steer_cycles_anyone_reads(cycle_world, api_client,
         "plan", "crawl", "review", "wait", "freeze", "train", "evaluate", "compare", "promote"]
 
 
+@pytest.mark.backend
 def test_a_started_cycle_is_queued_for_a_worker_and_each_action_says_when_it_does_not_apply(
         cycle_world, staff_api_client, django_capture_on_commit_callbacks):
     queued()

@@ -19,7 +19,7 @@ from tests.conftest import wait_for
 
 from .conftest import TRAINING
 
-pytestmark = [pytest.mark.queue, pytest.mark.slow]
+pytestmark = [pytest.mark.queue, pytest.mark.slow, pytest.mark.backend]
 
 
 def _cycle(cycle_id: int) -> Cycle:

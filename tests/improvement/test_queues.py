@@ -40,6 +40,7 @@ def test_a_training_launch_goes_to_the_training_queue(django_capture_on_commit_c
     assert queued("default") == []
 
 
+@pytest.mark.backend
 @pytest.mark.queue
 @pytest.mark.slow
 def test_a_crawl_queued_after_a_long_training_run_finishes_while_it_trains(cycle_qcluster, settings):

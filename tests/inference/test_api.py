@@ -48,6 +48,7 @@ def test_predict_by_version_name_alias_and_top_k(api_client, staff_api_client, r
     assert by_alias["model"]["alias"] == "candidate" and len(by_alias["predictions"]) == 1
 
 
+@pytest.mark.backend
 def test_open_set_threshold_says_unknown_but_keeps_top_k(api_client, registry, class_images):
     assert api_client.post("/api/v1/predict?top_k=2", {"file": upload(class_images[LABELS[0]])}).json()["unknown"] is False
     registry.v1.confidence_threshold = 1.01  # nothing reaches it; seen at once, though the alias was cached
@@ -71,6 +72,7 @@ def test_predict_batch_answers_in_order(path, api_client, registry):
     assert [r["filename"] for r in body["results"]] == [f"{i}.jpg" for i in range(9)]
 
 
+@pytest.mark.backend
 def test_cache_hit_then_expiry(api_client, registry, class_images, settings):
     settings.RESULT_CACHE_TTL = 1
     data = class_images[LABELS[1]]
@@ -84,6 +86,7 @@ def test_cache_hit_then_expiry(api_client, registry, class_images, settings):
     assert api_client.post("/api/v1/predict", {"file": upload(data)}).json()["cached"] is False
 
 
+@pytest.mark.backend
 def test_a_cached_answer_needs_no_database(api_client, registry, class_images, django_assert_num_queries):
     data = class_images[LABELS[0]]
     api_client.post("/api/v1/predict", {"file": upload(data)})
@@ -91,6 +94,7 @@ def test_a_cached_answer_needs_no_database(api_client, registry, class_images, d
         assert api_client.post("/api/v1/predict", {"file": upload(data)}).json()["cached"] is True
 
 
+@pytest.mark.backend
 def test_batch_mixes_cached_and_fresh_results(api_client, registry, class_images):
     a, b = class_images[LABELS[0]], class_images[LABELS[2]]
     api_client.post("/api/v1/predict", {"file": upload(a)})
@@ -196,6 +200,7 @@ def test_anonymous_clients_name_aliases_not_versions(api_client, registry, class
     assert api_client.post("/api/v1/predict?model=simple-v1", data).status_code == 200
 
 
+@pytest.mark.backend
 def test_model_loads_are_rate_limited_per_client(api_client, staff_api_client, registry, class_images, settings,
                                                  throttle_rates):
     from apps.inference.loading import predictor_cache

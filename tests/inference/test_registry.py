@@ -18,6 +18,7 @@ from tests.conftest import wait_for
 from .conftest import LABELS, class_image_bytes
 
 
+@pytest.mark.backend
 def test_alias_set_records_who_when_from_to_why(registry, staff_user):
     change = services.model_alias_set(name="default", version="simple-v2", actor=staff_user, why="better val")
     assert (change.alias, change.from_version, change.to_version, change.actor, change.why, change.kind) == (
@@ -26,6 +27,7 @@ def test_alias_set_records_who_when_from_to_why(registry, staff_user):
     assert predictor_cache.peek(registry.v2) is not None  # warmed before the alias moved
 
 
+@pytest.mark.backend
 def test_rollback_returns_to_the_previous_version_and_is_recorded(registry, staff_user):
     services.model_alias_set(name="default", version=registry.v2, why="try v2")
     change = services.model_alias_rollback(name="default", actor=staff_user, why="v2 regressed")
@@ -37,6 +39,7 @@ def test_rollback_returns_to_the_previous_version_and_is_recorded(registry, staf
     assert AliasChange.objects.filter(alias="default").count() == 4
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_an_answer_cached_by_a_request_that_raced_a_move_is_never_read(registry):
     """A request reads the alias (old version) just before a move commits and writes its cache entry just after
@@ -60,6 +63,26 @@ def test_rollback_refusals(registry):
     with pytest.raises(ServiceError) as caught:
         services.model_alias_rollback(name="nonesuch")
     assert caught.value.code == "unknown_alias" and caught.value.status_code == 404
+
+
+@pytest.mark.backend
+def test_a_rollback_refuses_when_the_alias_moved_while_its_target_loaded(registry, monkeypatch):
+    """A rollback reads the alias's last change, loads its target outside the transaction, then moves the alias
+    under a lock: a move that landed in between is not undone blindly (409, the alias stays where it went)."""
+    services.model_alias_set(name="default", version=registry.v2, why="try v2")
+    load = services._ensure_loadable
+
+    def another_move_meanwhile(target) -> None:
+        load(target)
+        monkeypatch.setattr(services, "_ensure_loadable", load)
+        services.model_alias_set(name="default", version=registry.v1, why="moved by someone else meanwhile")
+
+    monkeypatch.setattr(services, "_ensure_loadable", another_move_meanwhile)
+    with pytest.raises(ServiceError) as caught:
+        services.model_alias_rollback(name="default", why="v2 regressed")
+    assert caught.value.code == "alias_changed" and caught.value.status_code == 409
+    assert ModelAlias.objects.get(name="default").version == registry.v1
+    assert list(AliasChange.objects.filter(alias="default").values_list("kind", flat=True)) == ["set"] * 3
 
 
 def test_invalid_alias_and_unknown_version(registry):
@@ -145,6 +168,7 @@ def test_alias_watcher_warms_the_default_model(registry):
     assert [m["version"] for m in predictor_cache.describe()] == ["simple-v1"]
 
 
+@pytest.mark.backend
 @pytest.mark.cache
 def test_result_cache_on_redis(redis_url, settings, api_client, registry):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url,
@@ -167,6 +191,7 @@ def _file(data: bytes, name: str = "picture.jpg"):
     return SimpleUploadedFile(name, data)
 
 
+@pytest.mark.backend
 @pytest.mark.django_db(transaction=True)
 def test_alias_switch_and_rollback_under_concurrent_requests(live_server, characters, trained_artifacts):
     """Four clients keep predicting over real HTTP while the alias moves and rolls back: no request fails,

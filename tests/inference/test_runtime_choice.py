@@ -272,6 +272,7 @@ def test_the_choice_is_recorded_on_the_version_and_reused_without_timing(charact
         assert f'data-candidate="{row["name"]}" data-status="{row["status"]}"' in page
 
 
+@pytest.mark.backend
 def test_a_second_process_loads_the_recorded_choice_without_timing(transactional_db, characters, trained_artifacts):
     from apps.inference import services
     from apps.inference.loading import machine_key

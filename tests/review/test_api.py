@@ -31,6 +31,7 @@ def test_only_staff_may_read_or_decide(suggested, api_client, viewer_client):
     assert suggested.unsure.status == "pending"
 
 
+@pytest.mark.backend
 def test_the_queue_lists_items_with_suggestions_largest_doubt_first(suggested, staff_api_client,
                                                                      django_assert_max_num_queries):
     w = suggested
@@ -70,6 +71,7 @@ def test_the_queue_filters_by_query_parameters(suggested, staff_api_client):
     assert no_run.status_code == 400 and "No evaluation run 1000000000" in no_run.json()["error"]["message"]
 
 
+@pytest.mark.backend
 def test_decide_applies_everything_or_names_the_bad_item_and_applies_nothing(suggested, staff_api_client):
     w = suggested
     bad = [{"image": w.unsure.pk, "action": "approve"}, {"image": w.disputed.pk, "action": "reject"},
@@ -125,6 +127,7 @@ def test_approve_agreeing_over_the_api(suggested, staff_api_client):
     assert w.unsure.status == "approved"
 
 
+@pytest.mark.backend
 def test_without_a_default_model_the_queue_waits_in_arrival_order(characters, staff_api_client):
     from tests.review.conftest import ingest, red_green_mix
 

@@ -96,6 +96,7 @@ def test_auto_review_approves_only_what_the_model_confirms_at_the_threshold(wait
     assert again["approved"] == 1 and state(waiting.unsure)[0] == "approved"  # 73% ≥ 50%
 
 
+@pytest.mark.backend
 def test_decisions_are_all_or_nothing_and_name_the_bad_items(suggested, staff_user):
     w = suggested
     before = [state(image) for image in w.all]
@@ -124,6 +125,7 @@ def test_decisions_are_all_or_nothing_and_name_the_bad_items(suggested, staff_us
     assert not ImageEvent.objects.exists() and not ReviewBatch.objects.exists()
 
 
+@pytest.mark.backend
 def test_decisions_go_through_curation_and_are_recorded(suggested, staff_user):
     w = suggested
     result = services.review_decide(actor=staff_user, decisions=[
@@ -147,6 +149,7 @@ def test_decisions_go_through_curation_and_are_recorded(suggested, staff_user):
     assert sorted(ReviewBatch.objects.get(pk=result["batch"]).events) == sorted(events.values_list("pk", flat=True))
 
 
+@pytest.mark.backend
 def test_undo_reverts_the_last_batch_of_that_reviewer_only(suggested, staff_user, django_user_model):
     w = suggested
     other = django_user_model.objects.create_user("other-curator", is_staff=True)
@@ -171,6 +174,7 @@ def test_undo_reverts_the_last_batch_of_that_reviewer_only(suggested, staff_user
     assert caught.value.code == "nothing_to_undo" and caught.value.status_code == 404
 
 
+@pytest.mark.backend
 def test_undo_refuses_when_an_image_changed_since(suggested, staff_user):
     from apps.characters.services import image_reject
 
@@ -185,6 +189,7 @@ def test_undo_refuses_when_an_image_changed_since(suggested, staff_user):
     assert ReviewBatch.objects.get(pk=batch["batch"]).undone_at is None
 
 
+@pytest.mark.backend
 def test_approve_agreeing_approves_what_the_model_confirms_at_p_and_can_be_undone(suggested, staff_user):
     w = suggested
     result = services.review_approve_agreeing(min_probability=0.9, actor=staff_user)
@@ -208,6 +213,7 @@ def test_approve_agreeing_ignores_a_verdict_on_a_label_the_image_no_longer_has(s
     assert state(w.confirmed[0]) == ("pending", "", BLUE)
 
 
+@pytest.mark.backend
 def test_the_queue_puts_the_largest_doubt_first(suggested, registry):
     w = suggested
     newcomer = ingest(red_green_mix(quality=80), character=w.confirmed[0].character)  # no suggestion yet
@@ -220,6 +226,7 @@ def test_the_queue_puts_the_largest_doubt_first(suggested, registry):
     assert w.confirmed[0].pk not in order
 
 
+@pytest.mark.backend
 def test_the_queue_filters(suggested, registry, characters):
     from apps.characters.models import DatasetVersion
     from apps.crawling.models import CrawlJob, SeenPost

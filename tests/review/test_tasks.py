@@ -91,6 +91,7 @@ def unmeasured(settings):
     settings.KYARA_RUNTIME_CHOOSE_ON_REGISTER = False
 
 
+@pytest.mark.backend
 @pytest.mark.slow
 @pytest.mark.queue
 @pytest.mark.django_db(transaction=True)

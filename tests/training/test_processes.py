@@ -26,6 +26,7 @@ def _status(job):
     return job.status
 
 
+@pytest.mark.backend
 def test_a_real_worker_trains_a_job_end_to_end(qcluster, fast_config):
     version = make_dataset_version("v-worker", train=8, val=3, test=2)
     job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 3})
@@ -36,6 +37,7 @@ def test_a_real_worker_trains_a_job_end_to_end(qcluster, fast_config):
     assert load_serving_artifact(job.model_version.artifact_path)[1].labels == ["char-0", "char-1", "char-2"]
 
 
+@pytest.mark.backend
 def test_cancel_through_the_api_stops_a_running_job_within_seconds(qcluster, fast_config, staff_api_client):
     version = make_dataset_version("v-cancel", train=8, val=3, test=0)
     job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 500, "patience": 0})
@@ -50,6 +52,7 @@ def test_cancel_through_the_api_stops_a_running_job_within_seconds(qcluster, fas
     wait_for(lambda: not process_alive(pid), timeout=10, message="the training process to exit")
 
 
+@pytest.mark.backend
 def test_a_killed_training_process_is_detected_and_resumes_from_its_last_checkpoint(launcher_env, fast_config):
     version = make_dataset_version("v-kill", train=8, val=3, test=2)
     config = {**fast_config, "epochs": 40, "patience": 0, "warmup_epochs": 0}
@@ -97,6 +100,7 @@ def test_two_process_gloo_ddp_run_produces_a_normal_artifact(transactional_db, f
     assert job.summary["train_images"] == 24 and job.best_val_accuracy is not None
 
 
+@pytest.mark.backend
 def test_sigterm_without_a_cancel_stops_cleanly_and_leaves_the_job_resumable(transactional_db, fast_config):
     version = make_dataset_version("v-term", train=8, val=3, test=0)
     job = services.training_job_start(dataset_version=version, config={**fast_config, "epochs": 500, "patience": 0},

@@ -15,6 +15,7 @@ from .conftest import make_dataset_version
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.backend
 def test_start_stores_the_full_config_and_queues_one_launch(dataset_version, fast_config, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         job = services.training_job_start(dataset_version=dataset_version, config={**fast_config, "epochs": 3})
@@ -61,12 +62,14 @@ def test_resume_needs_a_failed_or_cancelled_job_with_a_checkpoint(dataset_versio
     assert info.value.code == "no_checkpoint"
 
 
+@pytest.mark.backend
 def test_a_job_is_launched_at_most_once(dataset_version, fast_config):
     job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     assert services.training_job_mark_launched(job_id=job.pk)
     assert services.training_job_mark_launched(job_id=job.pk) is None
 
 
+@pytest.mark.backend
 def test_a_running_job_whose_process_is_gone_is_marked_lost_and_resumable(dataset_version, fast_config):
     job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -80,6 +83,7 @@ def test_a_running_job_whose_process_is_gone_is_marked_lost_and_resumable(datase
     assert "Resume the job" in job.error
 
 
+@pytest.mark.backend
 def test_a_live_running_job_is_not_lost_and_cannot_be_claimed_twice(dataset_version, fast_config):
     job = services.training_job_start(dataset_version=dataset_version, config=fast_config, queue=False)
     services.training_job_claim(job_id=job.pk)
