@@ -54,6 +54,7 @@ def calibrated(quiet, registry, characters):
 
 @pytest.mark.slow
 @pytest.mark.queue
+@pytest.mark.backend  # the broker carries the refresh; embeddings and prototypes are binary columns
 @pytest.mark.django_db(transaction=True)
 def test_a_character_approved_now_is_answered_from_the_gallery_within_a_minute(calibrated, api_client, tmp_path):
     from apps.characters.services import images_import
@@ -83,6 +84,7 @@ def test_a_character_approved_now_is_answered_from_the_gallery_within_a_minute(c
         assert known["label"] == label and known["source"] == "classifier"
 
 
+@pytest.mark.backend  # embeddings upserted (ON CONFLICT) and read back as bytes or memoryview, by the backend
 @pytest.mark.django_db
 def test_a_rejected_or_relabelled_image_leaves_the_gallery_at_the_next_refresh(calibrated, api_client):
     registry = calibrated
