@@ -350,8 +350,9 @@ def api_as_version(api: Api, paths: list[Path], version: str, env: dict) -> list
 
 
 def image_shas(env: dict, ids: list[int]) -> dict[int, str]:
-    return json.loads(shell(env, "from apps.characters.models import Image; import json; "
-                                 f"print(json.dumps(dict(Image.objects.filter(pk__in={ids!r}).values_list('pk', 'sha256'))))"))
+    found = json.loads(shell(env, "from apps.characters.models import Image; import json; print(json.dumps(dict("
+                                  f"Image.objects.filter(pk__in={ids!r}).values_list('pk', 'sha256'))))"))
+    return {int(pk): value for pk, value in found.items()}  # JSON keys are strings
 
 
 def slugs_of(env: dict, folders: list[str]) -> dict[str, str]:
