@@ -90,6 +90,13 @@ def embeddings_compute(*, version: ModelVersion, image_ids: list[int]) -> dict:
 
 # --- The gallery ----------------------------------------------------------------------------------
 
+def embeddings_complete(version: ModelVersion) -> None:
+    """Embed by ``version`` the approved images that have no embedding by it yet."""
+    missing = list(_approved().exclude(embeddings__version=version).values_list("pk", flat=True))
+    if missing:
+        embeddings_compute(version=version, image_ids=missing)
+
+
 def _approved():
     return Image.objects.filter(status=Image.Status.APPROVED, character__isnull=False, character__active=True)
 
@@ -110,9 +117,7 @@ def gallery_refresh(*, version: ModelVersion, force: bool = False) -> Gallery:
     gallery, _ = Gallery.objects.get_or_create(version=version)
     if gallery.fingerprint == fingerprint and not force:
         return gallery
-    missing = list(_approved().exclude(embeddings__version=version).values_list("pk", flat=True))
-    if missing:
-        embeddings_compute(version=version, image_ids=missing)
+    embeddings_complete(version)
     mean = _centre(version)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -179,9 +184,7 @@ class Labelled:
 
 def approved_embeddings(version: ModelVersion) -> Labelled:
     """The approved set as ``version`` sees it (embedding the images that have no embedding by it yet)."""
-    missing = list(_approved().exclude(embeddings__version=version).values_list("pk", flat=True))
-    if missing:
-        embeddings_compute(version=version, image_ids=missing)
+    embeddings_complete(version)
     mean = _centre(version)
     ids, slugs, groups, blobs = [], [], [], []
     for pk, slug, group, blob in (ImageEmbedding.objects.filter(version=version, image__in=_approved())

@@ -14,7 +14,7 @@ from apps.core.api import ServiceError
 from apps.core.queue import enqueue
 from apps.ml.calibration import logits_of, temperature_report
 from apps.ml.digests import file_sha256
-from apps.ml.gallery import fit_mapping_on
+from apps.ml.gallery import fit_scale_on
 
 from .gallery import GALLERY_TASK
 from .loading import int8_graph_path, machine_key, predictor_cache, serving_options
@@ -107,7 +107,7 @@ def model_version_calibrate(*, version: ModelVersion, split: str = "val", images
     labels = [pairs[i][1] for i in done.kept]
     report = temperature_report(logits_of(done.probabilities), labels, split=split,
                                 bins=settings.KYARA_EVAL_CALIBRATION_BINS)
-    mapping = fit_mapping_on(predictor, temperature_images(version, "train"), pairs,
+    mapping = fit_scale_on(predictor, temperature_images(version, "train"), pairs,
                              batch_size=settings.KYARA_EVAL_BATCH_SIZE)
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)

@@ -182,7 +182,7 @@ def fit_background(cosine: np.ndarray, labels: np.ndarray, scale: float, *, shar
     return (low + high) / 2
 
 
-def fit_mapping_on(predictor, train: Sequence[tuple], heldout: Sequence[tuple], *, batch_size: int = 32) -> dict:
+def fit_scale_on(predictor, train: Sequence[tuple], heldout: Sequence[tuple], *, batch_size: int = 32) -> dict:
     """``fit_scale`` for ``predictor``'s model from images: ``train`` and ``heldout`` are ``(bytes or reader,
     class index)`` pairs; prototypes come from ``train``, the fit from ``heldout`` (images the model did not
     train on). Everything goes through the serving path (``Predictor.predict_many``)."""

@@ -20,7 +20,7 @@ from apps.ml.checkpoints import LAST, load_checkpoint
 from apps.ml.config import TrainConfig
 from apps.ml.data import Sample
 from apps.ml.engine import REFIT, Callbacks, export_best, fit
-from apps.ml.gallery import DEFAULT_MAPPING, fit_mapping_on
+from apps.ml.gallery import DEFAULT_MAPPING, fit_scale_on
 
 from . import services
 from .models import TrainingJob
@@ -82,7 +82,7 @@ class JobReporter:
 
 
 def fit_gallery_mapping(run_dir: Path, served: Path, samples: dict[str, list[Sample]]) -> dict:
-    """How the gallery's characters are put on this model's scale (``apps.ml.gallery.fit_mapping_on``): fitted on
+    """How the gallery's characters are put on this model's scale (``apps.ml.gallery.fit_scale_on``): fitted on
     val through the weights that never trained on it (the selection's, when the served model is a refit)."""
     if not samples["val"] or not samples["train"]:
         return {**DEFAULT_MAPPING, "fitted": False, "why": "no val or train images to fit on"}
@@ -93,7 +93,7 @@ def fit_gallery_mapping(run_dir: Path, served: Path, samples: dict[str, list[Sam
     try:
         predictor = load_serving_predictor(artifact, warm=False)
         cap = settings.KYARA_CALIBRATION_IMAGES
-        return {**fit_mapping_on(predictor, [(s.read, s.label) for s in spread(samples["train"], cap)],
+        return {**fit_scale_on(predictor, [(s.read, s.label) for s in spread(samples["train"], cap)],
                                  [(s.read, s.label) for s in spread(samples["val"], cap)],
                                  batch_size=settings.KYARA_EVAL_BATCH_SIZE),
                 "fitted_with": "selection" if artifact != served else "served"}
