@@ -3,8 +3,9 @@
 Three checks: no 5xx (``not_a_server_error``), every status code documented (``status_code_conformance``),
 every body as documented (``response_schema_conformance``). Bounded (5 examples per operation in the
 fuzzing phase, plus the coverage phase's boundary values) and seeded, so a run is repeatable. The world
-it meets is a real one: a promoted model (so /health is ready and /predict answers), characters with
-images, a dataset version.
+it meets: a promoted model (so /health is ready and /predict answers), a second model version, and characters
+with approved images. It holds no frozen dataset version, evaluation run, job or pending review yet: list
+endpoints of those are fuzzed empty.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ MAX_EXAMPLES = 5
 
 @pytest.fixture
 def api_world(live_server, trained_artifacts, settings, throttle_rates):  # noqa: F811 - imported fixture
-    """A promoted model, three characters with approved images, a frozen dataset version; a staff token."""
+    """A promoted model and a second version, three characters with approved images; a staff token."""
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
